@@ -1,0 +1,6 @@
+"""``python -m ipsb`` == the ``ipsb`` console script."""
+import sys
+
+from ipsb.cli import main
+
+sys.exit(main())

@@ -1,0 +1,125 @@
+"""Registry of the official checkpoint files ipsb uses, and name -> path resolution.
+
+Files live in ``$IPSB_CHECKPOINTS`` (default: the repository's ``checkpoints/`` folder, then
+``./checkpoints``). Nothing is ever downloaded: a missing file raises :class:`MissingCheckpointError`
+naming the file, what it is and where to get it (see ``checkpoints/README.md``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+ENV_VAR = "IPSB_CHECKPOINTS"
+REPO_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One official file: expected name, what it is, where it comes from, sha256 if published."""
+
+    name: str
+    what: str
+    source: str
+    sha256: Optional[str] = None
+
+
+REGISTRY: dict[str, CheckpointInfo] = {c.name: c for c in [
+    CheckpointInfo("stylegan2-ffhq-config-f.pt",
+                   "StyleGAN2 FFHQ 1024 generator, rosinality format (keys g_ema, latent_avg)",
+                   "rosinality/stylegan2-pytorch README (converted official TF weights)"),
+    CheckpointInfo("ffhq.pkl",
+                   "StyleGAN2-ADA FFHQ 1024 generator, NVlabs pickle (G_ema)",
+                   "NVlabs/stylegan2-ada-pytorch README (pretrained networks, ffhq.pkl)"),
+    CheckpointInfo("e4e_ffhq_encode.pt",
+                   "e4e encoder for FFHQ (Encoder4Editing, IR-SE50 body, 18 W+ styles)",
+                   "omertov/encoder4editing README (pretrained models, FFHQ Inversion)"),
+    CheckpointInfo("epoch_20.pth",
+                   "Deep3DFaceRecon_pytorch ResNet-50 3DMM regressor (key net_recon)",
+                   "sicxu/Deep3DFaceRecon_pytorch README (pretrained model, face_recon_feat0.2_augment)"),
+    CheckpointInfo("BFM_model_front.mat",
+                   "Basel Face Model 2009 front part as prepared by Deep3DFaceRecon (with Exp_Pca.bin)",
+                   "Deep3DFaceRecon_pytorch README 'Prepare prerequisite models' (BFM 2009 licence from "
+                   "the University of Basel + Expression basis from Guo et al.)"),
+    CheckpointInfo("model_ir_se50.pth",
+                   "IR-SE50 ArcFace identity network (the ID loss of pSp/e4e)",
+                   "eladrich/pixel2style2pixel or omertov/encoder4editing README (auxiliary models)"),
+    CheckpointInfo("backbone.pth",
+                   "insightface arcface_torch iResNet-50/100 identity backbone",
+                   "deepinsight/insightface recognition/arcface_torch model zoo"),
+    CheckpointInfo("net_sphere20_data_vggface2_acc_9955.pth",
+                   "CosFace sphere20 identity network (FF++ ID retrieval metric)",
+                   "MuggleWang/CosFace_pytorch README (pretrained sphere20 on VGGFace2)"),
+    CheckpointInfo("hopenet_robust_alpha1.pkl",
+                   "HopeNet head pose network (ResNet-50, 66 bins per angle)",
+                   "natanielruiz/deep-head-pose README (300W-LP, alpha 1, robust)"),
+    CheckpointInfo("79999_iter.pth",
+                   "BiSeNet face parser, 19 CelebAMask-HQ classes",
+                   "zllrunning/face-parsing.PyTorch README (pretrained model)"),
+]}
+
+
+class MissingCheckpointError(FileNotFoundError):
+    """An official checkpoint file is not on disk; the message says what it is and where to get it."""
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be read, or holds something other than expected."""
+
+
+def search_dirs() -> list[Path]:
+    """Folders searched for checkpoint files, in order."""
+    dirs = []
+    if os.environ.get(ENV_VAR):
+        dirs.append(Path(os.environ[ENV_VAR]).expanduser())
+    dirs += [REPO_CHECKPOINTS, Path.cwd() / "checkpoints"]
+    seen, out = set(), []
+    for d in dirs:
+        if d.resolve() not in seen:
+            seen.add(d.resolve())
+            out.append(d)
+    return out
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A registry name (or an explicit path) -> an existing file path, or MissingCheckpointError."""
+    p = Path(name_or_path).expanduser()
+    if p.is_file():
+        return p
+    name = p.name
+    for d in search_dirs():
+        if (d / name).is_file():
+            return d / name
+    info = REGISTRY.get(name)
+    where = ", ".join(str(d) for d in search_dirs())
+    if info is None:
+        raise MissingCheckpointError(
+            f"checkpoint file '{name_or_path}' not found (looked in: {where}); set ${ENV_VAR} to the "
+            f"folder that holds it or pass an existing path")
+    raise MissingCheckpointError(
+        f"checkpoint file '{name}' not found (looked in: {where}). It is the {info.what}; get it from "
+        f"{info.source}, put it in one of those folders or point ${ENV_VAR} at its folder. "
+        f"See checkpoints/README.md.")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_torch_file(path: str | os.PathLike, what: str, weights_only: bool = True):
+    """``torch.load`` on CPU with a clear error for a truncated or unreadable file."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as e:  # zip/pickle errors come in many types
+        raise CorruptCheckpointError(
+            f"could not read {what} from '{path}': {type(e).__name__}: {e}. The file may be truncated "
+            f"or not a PyTorch checkpoint; download it again (checkpoints/README.md).") from e

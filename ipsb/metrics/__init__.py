@@ -1,0 +1,1 @@
+"""ipsb.metrics."""
