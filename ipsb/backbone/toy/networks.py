@@ -1,0 +1,166 @@
+"""The toy world's trained networks: 3DMM regressor, identity encoder, face masker.
+
+Real small CNNs trained on toy renders by ``python -m ipsb.backbone.toy.train`` (seeded), not
+oracles: they see only the image. No BatchNorm (GroupNorm only), no in-place ops, no
+data-dependent control flow, so they run under ``torch.func`` (vmap / jacrev) like the generator.
+Weights live in ``ipsb/assets/toy/*.pt`` (float16 state dicts, loaded with ``weights_only=True``
+and cast to float32); each network records the file it loaded in ``checkpoint_path``.
+
+* :class:`ToyRegressor` image ``[B,3,H,W]`` in [-1,1] -> coefficients ``[B,30]`` (ToyFaceModel
+  layout; the net predicts standardised coefficients, de-standardised with stored buffers).
+* :class:`ToyIdentity` image -> L2-normalised embedding ``[B,14]``, trained to regress the
+  standardised identity coefficients (id 8 + tex 6), so different identities are nearly
+  orthogonal on average and one identity keeps its direction under expression/pose/light changes.
+* :class:`ToyMasker` image -> soft face mask ``[B,1,H,W]`` in [0,1] (a tiny U-Net).
+Inputs of another size are resized to 64 px (bilinear) and outputs of the masker back.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ipsb.backbone.interfaces import CoeffRegressor, FaceMasker, IdentityEncoder
+from ipsb.backbone.toy import world
+from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError, load_torch_file
+
+ASSETS = Path(__file__).resolve().parent.parent.parent / "assets" / "toy"
+INPUT_SIZE = world.RESOLUTION
+
+
+def _to_input(image: torch.Tensor) -> torch.Tensor:
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"expected an image batch [B,3,H,W] in [-1,1], got {list(image.shape)}")
+    if image.shape[-1] != INPUT_SIZE or image.shape[-2] != INPUT_SIZE:
+        image = F.interpolate(image, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False,
+                              antialias=True)
+    return image
+
+
+def conv_block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    """3x3 conv -> GroupNorm(8) -> SiLU."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(min(8, cout), cout), nn.SiLU())
+
+
+class ConvEncoder(nn.Module):
+    """image ``[B,3,64,64]`` -> feature vector ``[B,hidden]`` (four stride-2 conv blocks + MLP)."""
+
+    def __init__(self, out_dim: int, widths=(16, 32, 64, 64), hidden: int = 128):
+        super().__init__()
+        layers, cin = [], 3
+        for w in widths:
+            layers.append(conv_block(cin, w, 2))
+            cin = w
+        self.convs = nn.Sequential(*layers)
+        side = INPUT_SIZE // 2 ** len(widths)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, hidden), nn.SiLU(),
+                                  nn.Linear(hidden, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.convs(x))
+
+
+def load_asset(module: nn.Module, path, what: str) -> Path:
+    """Load a float16 state dict from ``path`` into ``module`` strictly (float32), with clear errors."""
+    p = Path(path)
+    if not p.is_file():
+        raise MissingCheckpointError(
+            f"toy {what} weights '{p}' not found; they ship with ipsb in ipsb/assets/toy/ "
+            f"(regenerate with `python -m ipsb.backbone.toy.train`)")
+    state = load_torch_file(p, f"toy {what} weights")
+    if not isinstance(state, dict):
+        raise CorruptCheckpointError(f"'{p}' should hold a state dict for the toy {what}, got {type(state).__name__}")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CorruptCheckpointError(f"'{p}' does not match the toy {what} architecture: {e}") from e
+    return p
+
+
+class _ToyNet(nn.Module):
+    """Shared loading behaviour: ``weights`` = a path, ``"default"`` (the shipped asset) or None (random)."""
+
+    asset_name = ""
+    what = ""
+
+    def _load(self, weights: Optional[str]) -> None:
+        self.checkpoint_path = None
+        if weights is None:
+            return
+        path = ASSETS / self.asset_name if weights == "default" else Path(os.path.expanduser(weights))
+        self.checkpoint_path = str(load_asset(self, path, self.what))
+
+
+class ToyRegressor(CoeffRegressor, _ToyNet):
+    """Toy 3DMM regressor: image ``[B,3,H,W]`` in [-1,1] -> coefficients ``[B,30]``."""
+
+    asset_name, what = "regressor.pt", "3DMM regressor"
+
+    def __init__(self, weights: Optional[str] = "default"):
+        super().__init__()
+        self.net = ConvEncoder(world.NUM_COEFFS)
+        self.register_buffer("coeff_mean", torch.zeros(world.NUM_COEFFS))
+        self.register_buffer("coeff_std", torch.ones(world.NUM_COEFFS))
+        self.coeff_groups = world.coeff_slices()
+        self._load(weights)
+
+    def forward_standardized(self, image: torch.Tensor) -> torch.Tensor:
+        """image -> standardised coefficients ``[B,30]`` (what the net is trained on)."""
+        return self.net(_to_input(image))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.coeff_mean + self.coeff_std * self.forward_standardized(image)
+
+
+class ToyIdentity(IdentityEncoder, _ToyNet):
+    """Toy identity encoder: image ``[B,3,H,W]`` in [-1,1] -> L2-normalised embedding ``[B,14]``."""
+
+    asset_name, what = "identity.pt", "identity encoder"
+    embedding_dim = 14
+
+    def __init__(self, weights: Optional[str] = "default"):
+        super().__init__()
+        self.net = ConvEncoder(self.embedding_dim)
+        self._load(weights)
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """Unnormalised output ``[B,14]`` (trained to equal the standardised id + tex coefficients)."""
+        return self.net(_to_input(image))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        f = self.features(image)
+        return f / torch.sqrt((f * f).sum(-1, keepdim=True) + 1e-12)
+
+
+class ToyMasker(FaceMasker, _ToyNet):
+    """Toy face masker: image ``[B,3,H,W]`` in [-1,1] -> soft face mask ``[B,1,H,W]`` in [0,1]."""
+
+    asset_name, what = "masker.pt", "face masker"
+
+    def __init__(self, weights: Optional[str] = "default"):
+        super().__init__()
+        self.e1, self.e2, self.e3 = conv_block(3, 8), conv_block(8, 16, 2), conv_block(16, 32, 2)
+        self.d2, self.d1 = conv_block(48, 16), conv_block(24, 8)
+        self.out = nn.Conv2d(8, 1, 3, 1, 1)
+        self._load(weights)
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        """image -> mask logits ``[B,1,64,64]``."""
+        x = _to_input(image)
+        e1 = self.e1(x)
+        e2 = self.e2(e1)
+        e3 = self.e3(e2)
+        d2 = self.d2(torch.cat([F.interpolate(e3, scale_factor=2.0, mode="bilinear", align_corners=False), e2], 1))
+        d1 = self.d1(torch.cat([F.interpolate(d2, scale_factor=2.0, mode="bilinear", align_corners=False), e1], 1))
+        return self.out(d1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        m = torch.sigmoid(self.logits(image))
+        if m.shape[-2:] != image.shape[-2:]:
+            m = F.interpolate(m, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return m

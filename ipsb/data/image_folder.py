@@ -1,0 +1,105 @@
+"""Folders of aligned face images (FFHQ) as a Dataset and a DataModule.
+
+``ImageFolderDataset(root)`` lists ``*.png/*.jpg/*.jpeg/*.webp`` under ``root`` recursively, sorted by
+relative path (the order, and so ``sample_index``, is reproducible); an item is
+``{"image": [3,S,S] float32 in [-1,1], "sample_index": int, "name": relative path}``. Images are
+already aligned; non-square images are refused, others resized (antialiased bilinear) to ``image_size``.
+``files()`` gives the relative paths: the dataset list hashed by the FID real-statistics cache.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningDataModule
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def list_images(root: str | os.PathLike) -> list[str]:
+    """Sorted relative paths of the images under ``root``; ValueError if none or no folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"image folder '{root}' does not exist")
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under '{root}'")
+    return files
+
+
+def load_image(path: str | os.PathLike, image_size: Optional[int] = None) -> torch.Tensor:
+    """An aligned face image file -> ``[3,S,S]`` float32 in [-1,1] (resized to ``image_size`` if given)."""
+    with Image.open(path) as im:
+        rgb = np.array(im.convert("RGB"))
+    if rgb.shape[0] != rgb.shape[1]:
+        raise ValueError(f"'{path}' is {rgb.shape[1]}x{rgb.shape[0]}; aligned face images must be square")
+    img = torch.from_numpy(rgb).permute(2, 0, 1).float() / 127.5 - 1
+    if image_size is not None and img.shape[-1] != image_size:
+        img = F.interpolate(img[None], size=(image_size, image_size), mode="bilinear", align_corners=False,
+                            antialias=True)[0].clamp(-1, 1)
+    return img
+
+
+class ImageFolderDataset(Dataset):
+    """Aligned images of a folder; see the module docstring."""
+
+    def __init__(self, root: str | os.PathLike, image_size: Optional[int] = 256, limit: Optional[int] = None):
+        self.root, self.image_size = Path(root), image_size
+        self._files = list_images(root)[:limit]
+
+    def files(self) -> list[str]:
+        return list(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": load_image(self.root / self._files[i], self.image_size), "sample_index": i,
+                "name": self._files[i]}
+
+
+class FFHQDataModule(LightningDataModule):
+    """FFHQ (or any folder of aligned faces): train/val/test/predict loaders over one folder.
+
+    ``val_fraction`` of the sorted list (taken from the end) is the validation split; test and
+    predict use the whole folder.
+    """
+
+    def __init__(self, root: str, image_size: int = 256, batch_size: int = 8, num_workers: int = 0,
+                 val_fraction: float = 0.0, limit: Optional[int] = None, seed: int = 0):
+        super().__init__()
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0,1), got {val_fraction}")
+        self.root, self.image_size, self.batch_size, self.num_workers = root, image_size, batch_size, num_workers
+        self.val_fraction, self.limit, self.seed = val_fraction, limit, seed
+        self.dataset: Optional[ImageFolderDataset] = None
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.dataset is None:
+            self.dataset = ImageFolderDataset(self.root, self.image_size, self.limit)
+        n_val = int(round(len(self.dataset) * self.val_fraction))
+        self.train_indices = list(range(len(self.dataset) - n_val))
+        self.val_indices = list(range(len(self.dataset) - n_val, len(self.dataset)))
+
+    def _loader(self, indices, shuffle: bool) -> DataLoader:
+        ds = torch.utils.data.Subset(self.dataset, indices)
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers, generator=g)
+
+    def train_dataloader(self):
+        return self._loader(self.train_indices, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_indices, shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader(range(len(self.dataset)), shuffle=False)
+
+    def predict_dataloader(self):
+        return self.test_dataloader()

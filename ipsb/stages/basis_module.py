@@ -1,0 +1,144 @@
+"""BasisModule: builds the StyleIPSB W+ basis from a frozen backbone with ``ipsb fit``.
+
+Each training step takes a batch of sample indices (:mod:`ipsb.basis.samples`), turns them into W+
+codes ``w0`` (generator mapping with truncation, or rows of a W+ inversion file), computes the
+per-sample Jacobians of the attribute groups and of the identity embedding
+(:class:`~ipsb.basis.probe.AttributeProbe`) and adds ``J^T J`` to float64 accumulators. Nothing is
+optimised. At the end of fit the accumulators are summed over DDP ranks, every rank solves the
+generalized eigenproblem (``self.basis``) and rank 0 writes the :class:`~ipsb.basis.artifact.Basis`
+file to ``output_path`` (refusing to overwrite unless ``overwrite``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from ipsb.basis.accumulator import GramAccumulator
+from ipsb.basis.artifact import Basis
+from ipsb.basis.layers import DEFAULT_LAYERS, layer_mask
+from ipsb.basis.probe import DEFAULT_ATTRIBUTE_GROUPS, AttributeProbe, coefficient_columns
+from ipsb.basis.samples import load_wplus_file
+from ipsb.basis.solve import solve_basis
+from ipsb.stages.base import StageModule
+
+DEFAULT_K = {"pose": 3, "exp": 10, "light": 5}
+
+
+def _dtype_of(module: nn.Module) -> torch.dtype:
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.get_default_dtype()
+
+
+class BasisModule(StageModule):
+    """Accumulates ``H_g = mean J_g^T J_g`` (and ``H_id``) over samples; solves and saves the basis.
+
+    Args:
+        backbone: the frozen :class:`~ipsb.backbone.bundle.FaceBackbone` (``generator``,
+            ``regressor``, ``identity``, ``face_model.coeff_groups``).
+        output_path: where rank 0 writes the basis file.
+        overwrite: replace an existing file at ``output_path``.
+        layers: W+ layers the basis may move (``"3..9"``, a list, or null for all).
+        groups: ``{basis group: [3DMM coefficient groups]}``; default pose = angle, exp, light = gamma.
+        k: ``{basis group: directions kept}``.
+        delta: ridge on the identity metric, relative to ``mean diag H_id`` (``relative_delta``).
+        use_identity: solve the generalized problem (False: plain Hessian eigenvectors).
+        truncation_psi: truncation of sampled w0 towards the mean latent.
+        seed: base seed of the sampled z (sample ``i`` uses seed ``seed * 1_000_003 + i``).
+        wplus_path: file of W+ inversions to use instead of sampling (row ``i`` = sample ``i``).
+        chunk_size: Jacobian rows per reverse pass (bounds memory at 1024 px).
+        vectorize: vmap over Jacobian rows (None: automatic, see :func:`~ipsb.basis.jacobian.wplus_jacobian`).
+    """
+
+    def __init__(self, backbone: nn.Module, output_path: str = "outputs/basis.pt", overwrite: bool = False,
+                 layers: Union[str, list[int], None] = DEFAULT_LAYERS,
+                 groups: Optional[dict[str, list[str]]] = None, k: Optional[dict[str, int]] = None,
+                 delta: float = 1e-3, relative_delta: bool = True, use_identity: bool = True,
+                 truncation_psi: float = 0.7, seed: int = 0, wplus_path: Optional[str] = None,
+                 chunk_size: Optional[int] = 16, vectorize: Optional[bool] = None):
+        super().__init__(backbone)
+        self.automatic_optimization = False
+        self.output_path, self.overwrite = output_path, overwrite
+        self.layers, self.groups = layers, dict(groups or DEFAULT_ATTRIBUTE_GROUPS)
+        self.k = dict(k or {g: DEFAULT_K.get(g, 3) for g in self.groups})
+        missing = [g for g in self.groups if g not in self.k]
+        if missing or set(self.k) - set(self.groups):
+            raise ValueError(f"k must name exactly the basis groups {list(self.groups)}, got {list(self.k)}")
+        self.delta, self.relative_delta, self.use_identity = float(delta), relative_delta, use_identity
+        self.truncation_psi, self.seed, self.wplus_path = float(truncation_psi), int(seed), wplus_path
+        self.chunk_size, self.vectorize = chunk_size, vectorize
+        gen = self.backbone.generator
+        self.mask = layer_mask(layers, gen.num_ws)
+        coeff_groups = getattr(self.backbone.face_model, "coeff_groups", None) or self.backbone.regressor.coeff_groups
+        self.columns = coefficient_columns(coeff_groups, self.groups)
+        self.accumulator: Optional[GramAccumulator] = None
+        self.basis: Optional[Basis] = None
+        self._wplus: Optional[torch.Tensor] = None
+        # DDP refuses to wrap a module without a trainable parameter; this one is never used.
+        self.ddp_anchor = nn.Parameter(torch.zeros(()))
+
+    # ------------------------------------------------------------------ setup
+    def _probe(self) -> AttributeProbe:
+        bb = self.backbone
+        return AttributeProbe(bb.generator, bb.regressor, self.columns, bb.identity if self.use_identity else None,
+                              self.mask.to(self.device), self.chunk_size, "const", self.vectorize)
+
+    def configure_optimizers(self):
+        return None
+
+    def on_fit_start(self) -> None:
+        if self.trainer.is_global_zero and Path(self.output_path).exists() and not self.overwrite:
+            raise FileExistsError(f"basis file '{self.output_path}' already exists; set overwrite: true "
+                                  f"(model.init_args.overwrite) or choose another output_path")
+        gen = self.backbone.generator
+        n = int(self.mask.sum()) * gen.w_dim
+        groups = list(self.groups) + (["id"] if self.use_identity else [])
+        self.accumulator = GramAccumulator(groups, n, self.device)
+        self.basis = None
+        if self.wplus_path is not None:
+            self._wplus = load_wplus_file(self.wplus_path)
+            gen.check_wplus(self._wplus)
+
+    # ------------------------------------------------------------------ samples
+    @torch.no_grad()
+    def sample_wplus(self, index: torch.Tensor) -> torch.Tensor:
+        """Sample indices ``[B]`` -> W+ codes ``w0 [B,num_ws,w_dim]`` (independent of batch and rank)."""
+        gen = self.backbone.generator
+        dtype = _dtype_of(gen)
+        if self._wplus is not None:
+            return self._wplus[index.cpu()].to(self.device, dtype)
+        z_dim = getattr(gen, "z_dim", gen.w_dim)
+        z = torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + int(i)))
+                         for i in index.cpu()]).to(self.device, dtype)
+        latent = gen.mean_latent() if self.truncation_psi != 1.0 else None
+        w = gen.mapping(z, self.truncation_psi, latent)
+        return w[:, None].expand(-1, gen.num_ws, -1).contiguous()
+
+    # ------------------------------------------------------------------ loop
+    def training_step(self, batch, batch_idx):
+        w0 = self.sample_wplus(batch["index"])
+        jac = self._probe()(w0)
+        self.accumulator.update(jac, weight=batch["valid"].to(torch.float64))
+        return None
+
+    def on_train_end(self) -> None:
+        self.accumulator.all_reduce()
+        sha = None
+        path = getattr(self.backbone.generator, "checkpoint_path", None)
+        if path:
+            from ipsb.checkpoints import sha256_file
+            sha = sha256_file(path)
+        config = dict(layers=self.layers, groups=self.groups, k=self.k, delta=self.delta,
+                      relative_delta=self.relative_delta, use_identity=self.use_identity,
+                      truncation_psi=self.truncation_psi, seed=self.seed, wplus_path=self.wplus_path,
+                      num_samples=int(self.accumulator.count))
+        self.basis = solve_basis(self.accumulator.mean(), self.k, self.mask.cpu(), self.backbone.generator.w_dim,
+                                 self.delta, self.relative_delta, sha, config)
+        if self.trainer.is_global_zero:
+            self.basis.save(self.output_path, overwrite=self.overwrite)
+            print(f"basis written to {Path(self.output_path).resolve()}: {self.basis}; explained energy "
+                  + ", ".join(f"{g} {e:.3f}" for g, e in self.basis.explained_energy.items()))

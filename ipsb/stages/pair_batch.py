@@ -1,0 +1,69 @@
+"""What stages 1 and 2 compute once per batch of (w_s, w_t) pairs, without gradients.
+
+:func:`measure_pairs` renders source and target with the frozen generator and reads them with the
+frozen networks: images ``[B,3,R,R]`` in [-1,1], 3DMM coefficients ``[B,C]``, the source identity
+embedding ``[B,D]`` and the target's pose ``[B,3]`` (degrees). :func:`face_mask` gives the face mask
+``[B,1,R,R]`` in [0,1] used to split "face" from "surroundings" (the backbone's masker if it has one,
+else the rendered 3DMM face of the given coefficients).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ipsb.stages.swap_metrics import Reference, head_pose
+
+
+@dataclass
+class PairBatch:
+    """Frozen measurements of a batch of pairs (all tensors detached)."""
+
+    w_s: torch.Tensor
+    w_t: torch.Tensor
+    image_s: torch.Tensor
+    image_t: torch.Tensor
+    coeff_s: torch.Tensor
+    coeff_t: torch.Tensor
+    id_s: torch.Tensor
+    pose_t: torch.Tensor
+
+    @property
+    def reference(self) -> Reference:
+        return Reference(self.coeff_t, self.pose_t, self.id_s)
+
+
+def check_pair(batch: dict, num_ws: int, w_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch["w_s"]``, ``batch["w_t"]``, each checked to be ``[B,num_ws,w_dim]``."""
+    for key in ("w_s", "w_t"):
+        if key not in batch:
+            raise ValueError(f"a pair batch needs keys 'w_s' and 'w_t' (W+ codes), got {sorted(batch)}")
+        w = batch[key]
+        if w.dim() != 3 or w.shape[1] != num_ws or w.shape[2] != w_dim:
+            raise ValueError(f"batch['{key}'] must be [B,{num_ws},{w_dim}] for this generator, got {list(w.shape)}")
+    return batch["w_s"], batch["w_t"]
+
+
+@torch.no_grad()
+def measure_pairs(backbone, w_s: torch.Tensor, w_t: torch.Tensor, noise_mode: str = "const") -> PairBatch:
+    """Synthesize and measure source and target (one generator call for both)."""
+    images = backbone.generator.synthesis(torch.cat([w_s, w_t]), noise_mode=noise_mode)
+    coeffs = backbone.regressor(images)
+    b = w_s.shape[0]
+    image_s, image_t = images[:b], images[b:]
+    coeff_s, coeff_t = coeffs[:b], coeffs[b:]
+    return PairBatch(w_s, w_t, image_s, image_t, coeff_s, coeff_t, backbone.identity(image_s),
+                     head_pose(backbone, image_t, coeff_t))
+
+
+def face_mask(backbone, image: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """Soft face mask ``[B,1,H,W]`` in [0,1] of ``image`` ``[B,3,H,W]``: masker, else the 3DMM render."""
+    masker = getattr(backbone, "masker", None)
+    if masker is not None:
+        mask = masker(image)
+    else:
+        geom = backbone.face_model(coeffs)
+        mask = backbone.renderer(geom.vertices, backbone.face_model.faces, geom.colors).mask
+    if mask.shape[-2:] != image.shape[-2:]:
+        mask = torch.nn.functional.interpolate(mask, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    return mask.clamp(0, 1)

@@ -1,0 +1,161 @@
+"""The basis math on a tiny float64 world: 2 J^T J is the Hessian, the generalized eigenpairs are exact,
+the exact HVP / Lanczos path agrees, the union is orthonormal."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from basis_tiny import TINY_COEFF_GROUPS, tiny_world
+from ipsb.basis.accumulator import GramAccumulator
+from ipsb.basis.eigensolver import generalized_eigh, orthonormal_union, regularised_metric, relative_residual
+from ipsb.basis.jacobian import wplus_jacobian
+from ipsb.basis.lanczos import dense_hessian, hvp, lanczos_top_k, masked_distance, mean_hvp_operator
+from ipsb.basis.layers import layer_mask, parse_layers
+from ipsb.basis.probe import AttributeProbe, DEFAULT_ATTRIBUTE_GROUPS, coefficient_columns
+from ipsb.basis.solve import solve_basis
+
+
+def _w0(gen, b=3, seed=0):
+    z = torch.randn(b, gen.w_dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    w = gen.mapping(z)[:, None].repeat(1, gen.num_ws, 1)
+    return w + 0.1 * torch.randn(w.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+
+
+def test_parse_layers_basis():
+    assert parse_layers("3..9", 18) == list(range(3, 10))
+    assert parse_layers([5, 1, 1], 6) == [1, 5]
+    assert layer_mask(None, 4).all()
+    for bad in ("3-9", "9..3", [18], []):
+        with pytest.raises(ValueError):
+            parse_layers(bad, 18)
+
+
+def test_basis_gauss_newton_equals_autograd_hessian():
+    gen, reg, _ = tiny_world()
+    mask = layer_mask("1..4", gen.num_ws)
+    w0 = _w0(gen, b=1)
+    cols = torch.tensor(list(range(*TINY_COEFF_GROUPS["exp"])))
+
+    def p(w):
+        return reg(gen.synthesis(w))[:, cols]
+
+    p0 = p(w0)
+    fn = masked_distance(lambda w: ((p(w) - p0) ** 2).sum(), w0, mask)
+    n = int(mask.sum()) * gen.w_dim
+    hess = torch.autograd.functional.hessian(fn, torch.zeros(n, dtype=torch.float64))
+    _, jac = wplus_jacobian(p, w0, mask, chunk_size=2)
+    gn = 2 * jac[0].T @ jac[0]
+    rel = (gn - hess).norm() / hess.norm()
+    assert rel <= 1e-6, rel
+    assert hess.norm() > 1e-3                   # not trivially zero
+    # loop path gives the same Jacobian as the vmapped one
+    _, jac_loop = wplus_jacobian(p, w0, mask, vectorize=False)
+    torch.testing.assert_close(jac_loop, jac, rtol=1e-12, atol=1e-14)
+
+
+def test_basis_identity_jacobian_is_hessian_of_one_minus_cos():
+    gen, _, ident = tiny_world()
+    mask = layer_mask("0..2", gen.num_ws)
+    w0 = _w0(gen, b=1, seed=3)
+
+    def raw(w):  # deliberately unnormalised: the projection must handle the norm
+        return 3.0 * ident(gen.synthesis(w))
+
+    e0 = raw(w0)
+    fn = masked_distance(lambda w: 1 - torch.nn.functional.cosine_similarity(raw(w), e0).sum(), w0, mask)
+    n = int(mask.sum()) * gen.w_dim
+    hess = torch.autograd.functional.hessian(fn, torch.zeros(n, dtype=torch.float64))
+    from ipsb.basis.jacobian import project_unit_jacobian
+    out, jac = wplus_jacobian(raw, w0, mask)
+    ju = project_unit_jacobian(out, jac)[0]
+    rel = (ju.T @ ju - hess).norm() / hess.norm()
+    assert rel <= 1e-6, rel
+
+
+def test_basis_probe_and_accumulator_match_per_sample_sum():
+    gen, reg, ident = tiny_world()
+    mask = layer_mask("1..4", gen.num_ws)
+    probe = AttributeProbe(gen, reg, coefficient_columns(TINY_COEFF_GROUPS, DEFAULT_ATTRIBUTE_GROUPS), ident,
+                           mask, chunk_size=3)
+    w0 = _w0(gen, b=4)
+    acc = GramAccumulator(probe.groups, int(mask.sum()) * gen.w_dim)
+    acc.update(probe(w0[:2]))
+    acc.update(probe(w0[2:]))
+    grams = acc.mean()
+    for i in range(4):  # per-sample Jacobians, one at a time
+        jac_i = probe(w0[i:i + 1])
+        for g in probe.groups:
+            grams[g] = grams[g] - jac_i[g][0].T @ jac_i[g][0] / 4
+    for g in probe.groups:
+        assert grams[g].abs().max() < 1e-12, g
+    with pytest.raises(ValueError, match="groups"):
+        acc.update({"pose": torch.zeros(1, 3, acc.dim)})
+
+
+def test_basis_generalized_eigenvectors_residual():
+    gen, reg, ident = tiny_world()
+    mask = layer_mask("1..4", gen.num_ws)
+    probe = AttributeProbe(gen, reg, coefficient_columns(TINY_COEFF_GROUPS, DEFAULT_ATTRIBUTE_GROUPS), ident, mask)
+    acc = GramAccumulator(probe.groups, int(mask.sum()) * gen.w_dim)
+    acc.update(probe(_w0(gen, b=5)))
+    grams = acc.mean()
+    metric = regularised_metric(grams["id"], 1e-3)
+    evals, vecs = generalized_eigh(grams["exp"], metric)
+    res = relative_residual(grams["exp"], metric, vecs, evals)
+    assert res.max() <= 1e-6, res.max()
+    assert (evals[:-1] >= evals[1:]).all()
+    assert evals[0] > 1e-6
+    # not a plain eigenproblem: the identity metric changes the answer
+    plain = torch.linalg.eigvalsh(grams["exp"]).flip(0)
+    assert not torch.allclose(plain[:3] / plain[0], evals[:3] / evals[0], rtol=1e-3)
+    with pytest.raises(ValueError, match="positive definite"):
+        generalized_eigh(grams["exp"], -torch.eye(metric.shape[0], dtype=torch.float64))
+
+    basis = solve_basis(grams, {"pose": 2, "exp": 3, "light": 2}, mask, gen.w_dim, delta=1e-3)
+    v = basis.V.double()
+    assert basis.num_directions == 7
+    torch.testing.assert_close(v.T @ v, torch.eye(7, dtype=torch.float64), atol=1e-6, rtol=0)
+    rows = v.reshape(gen.num_ws, gen.w_dim, -1)
+    assert rows[~mask].abs().max() == 0
+    assert basis.groups == {"pose": (0, 2), "exp": (2, 5), "light": (5, 7)}
+    assert 0 < basis.explained_energy["exp"] <= 1
+    # the pose block spans the top-2 generalized pose eigenvectors
+    ep, vp = generalized_eigh(grams["pose"], metric)
+    q = rows[mask].reshape(-1, 7)[:, :2].double()
+    top = vp[:, :2] / vp[:, :2].norm(dim=0)
+    assert ((q.T @ top).norm(dim=0) - 1).abs().max() < 1e-5
+
+
+def test_basis_orthonormal_union_drops_repeated_directions():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    b = torch.cat([a[:, :1] * 2 + 1e-14, torch.randn(10, 2, generator=g, dtype=torch.float64)], 1)
+    q, sizes = orthonormal_union([a, b])
+    assert sizes == [3, 2]
+    torch.testing.assert_close(q.T @ q, torch.eye(5, dtype=torch.float64), atol=1e-10, rtol=0)
+    # first block spans a
+    proj = q[:, :3] @ (q[:, :3].T @ a)
+    torch.testing.assert_close(proj, a, atol=1e-10, rtol=0)
+
+
+def test_basis_exact_hvp_and_lanczos_match_dense_hessian():
+    gen, reg, _ = tiny_world()
+    mask = layer_mask("0..3", gen.num_ws)
+    n = int(mask.sum()) * gen.w_dim
+    cols = torch.tensor(list(range(*TINY_COEFF_GROUPS["exp"])))
+    w0s = _w0(gen, b=2, seed=5)
+    fns = []
+    for i in range(2):
+        w0 = w0s[i:i + 1]
+        target = reg(gen.synthesis(w0 + 0.05))[:, cols]   # distance that does NOT vanish at w0
+        fns.append(masked_distance(lambda w, t=target: ((reg(gen.synthesis(w))[:, cols] - t) ** 2).sum(), w0, mask))
+    v = torch.randn(n, dtype=torch.float64)
+    h0 = torch.autograd.functional.hessian(fns[0], torch.zeros(n, dtype=torch.float64))
+    torch.testing.assert_close(hvp(fns[0], torch.zeros(n, dtype=torch.float64), v), h0 @ v, rtol=1e-9, atol=1e-12)
+    op = mean_hvp_operator(fns, n, dtype=torch.float64)
+    dense = dense_hessian(op, n)
+    evals, vecs = lanczos_top_k(op, n, k=3, steps=n)
+    ref = torch.linalg.eigvalsh(dense).flip(0)[:3]
+    torch.testing.assert_close(evals, ref, rtol=1e-8, atol=1e-10)
+    res = (dense @ vecs - vecs * evals).norm(dim=0) / evals.abs()
+    assert res.max() < 1e-6
