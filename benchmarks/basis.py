@@ -126,22 +126,24 @@ def stylegan_problems(n: int, device) -> list[Problem]:
 
 
 def toy_problems(n: int, device) -> list[Problem]:
-    """The toy world's generator + regressor (if the toy world is installed)."""
+    """The toy world's generator + trained toy regressor (skipped with a note if its weights are absent)."""
+    from ipsb.backbone.toy import ToyGenerator
+    from ipsb.backbone.toy.networks import ToyRegressor
+    from ipsb.checkpoints import MissingCheckpointError
+
     try:
-        from ipsb.backbone.toy import build_toy_backbone  # noqa: F401  (provided by the toy helper)
-    except Exception:
+        reg = freeze(ToyRegressor()).to(device)
+    except MissingCheckpointError as e:
+        print(f"note: toy rows skipped ({e})")
         return []
-    backbone = build_toy_backbone()
-    gen, reg, fm = backbone.generator.to(device), backbone.regressor.to(device), backbone.face_model
-    with torch.no_grad():
-        z = torch.randn(n, gen.w_dim, generator=torch.Generator().manual_seed(3)).to(device)
-        w0 = gen.mapping(z)[:, None].repeat(1, gen.num_ws, 1)
+    gen = freeze(ToyGenerator()).to(device)
+    w0 = gen.sample_wplus(n, seed=3, truncation_psi=0.7).to(device)
     mask = layer_mask("3..7", gen.num_ws, device)
     out = []
     for group, k in (("angle", 3), ("exp", 3)):
-        a, b = fm.coeff_groups[group]
-        out.append(Problem(f"toy 64px {group} P={b - a}", lambda w, a=a, b=b: reg(gen.synthesis(w))[:, a:b],
-                           [gen, reg], w0, mask, k))
+        a, b = gen.face_model.coeff_groups[group]
+        out.append(Problem(f"toy 64px (W+ 10x32, layers 3..7) {group} P={b - a}",
+                           lambda w, a=a, b=b: reg(gen.synthesis(w))[:, a:b], [gen, reg], w0, mask, k))
     return out
 
 
@@ -229,12 +231,14 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=None, help="number of w0 samples (default 4 quick / 16)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--only", choices=["toy", "stylegan2"], default=None, help="run one setting")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     n = args.samples or (4 if args.quick else 16)
-    problems = toy_problems(n, device) + stylegan_problems(n, device)
+    problems = ((toy_problems(n, device) if args.only != "stylegan2" else [])
+                + (stylegan_problems(n, device) if args.only != "toy" else []))
     header = (f"{'problem':<52} {'method':<9} {'time s':>8} {'passes':>7} {'peak MiB':>9} "
               f"{'eig rel err':>11} {'residual':>9} {'speedup':>8}")
     print(f"samples per problem: {n}; device: {device}; torch threads: {torch.get_num_threads()}")

@@ -9,9 +9,11 @@ included), on CPU the peak resident-set growth during the call, sampled from ``/
 every 2 ms (activations + workspace; the weights are already resident). The compiled rows are
 compared with the eager row of the same configuration (``speedup`` column), in the same run.
 
-``--quick`` (a couple of minutes on a 2-core CPU): 1 warm-up + 2 timed calls at 256 and 1 + 1 at
-1024, and ``torch.compile`` only at 256 (compiling the 1024 graph on CPU takes minutes; the table
-says "skipped (--quick)").
+``--quick`` (a few minutes on an idle 2-core CPU): 1 warm-up + 1 timed call per row, and
+``torch.compile`` only at 256 px, batch 1 (compiling the 1024 graph, or recompiling for batch 4,
+takes minutes on a CPU; the table says "skipped (--quick)"). Without ``--quick``: 2 warm-ups and
+``--reps`` timed calls, compile everywhere. On a busy machine the numbers are noisy: compare the
+rows of one run (the speedup column), not runs.
 """
 from __future__ import annotations
 
@@ -83,34 +85,36 @@ def _sync(device: torch.device) -> None:
 
 
 def time_calls(fn, wplus: torch.Tensor, warmup: int, reps: int) -> tuple[float, float, float]:
-    """(median seconds per call, first-call seconds, peak memory bytes of one timed call)."""
+    """(median seconds per timed call, seconds of the first call, peak memory bytes of the last
+    timed call). ``warmup`` >= 1 untimed calls (the first one includes any compilation)."""
     device = wplus.device
-    t0 = time.perf_counter()
     with torch.no_grad():
+        t0 = time.perf_counter()
         fn(wplus)
         _sync(device)
         first = time.perf_counter() - t0
         for _ in range(warmup - 1):
             fn(wplus)
         _sync(device)
-        times = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            fn(wplus)
-            _sync(device)
-            times.append(time.perf_counter() - t)
-        with PeakMemory(device) as pm:
-            fn(wplus)
-    return statistics.median(times), first, pm.peak
+        times, peak = [], 0.0
+        for i in range(reps):
+            with PeakMemory(device) as pm:
+                t = time.perf_counter()
+                fn(wplus)
+                _sync(device)
+                times.append(time.perf_counter() - t)
+            peak = pm.peak
+    return statistics.median(times), first, peak
 
 
 def run(args) -> list[dict]:
+    """Measure every row, printing each as soon as it is done (see :func:`print_row`)."""
     device = torch.device(args.device)
-    rows = []
+    rows = _Rows()
     for res in (256, 1024):
         torch.manual_seed(0)
         g = StyleGAN2Generator(res, channel_multiplier=2).to(device).eval().requires_grad_(False)
-        warmup, reps = (1, 2 if res == 256 else 1) if args.quick else (2, args.reps)
+        warmup, reps = (1, 1) if args.quick else (2, args.reps)
         compiled = None
         for batch in (1, 4):
             wplus = torch.randn(batch, g.num_ws, g.w_dim, device=device)
@@ -118,7 +122,7 @@ def run(args) -> list[dict]:
             eager_ips = batch / sec
             rows.append(dict(res=res, batch=batch, mode="eager", ips=eager_ips, peak=peak, speedup=1.0,
                              note=f"{reps} reps"))
-            if args.quick and res == 1024:
+            if args.quick and (res == 1024 or batch > 1):
                 rows.append(dict(res=res, batch=batch, mode="compile", note="skipped (--quick)"))
                 continue
             try:
@@ -134,27 +138,40 @@ def run(args) -> list[dict]:
     return rows
 
 
-def print_table(rows: list[dict], device: str) -> None:
-    print(f"\nStyleGAN2 synthesis (config-f widths, random weights), device={device}, "
+HEAD = f"{'res':>5} {'batch':>5} {'mode':>8} {'images/s':>9} {'speedup':>8} {'peak MiB':>9}  note"
+
+
+def print_header(device: str) -> None:
+    print(f"StyleGAN2 synthesis (config-f widths, random weights), device={device}, "
           f"torch {torch.__version__}, threads={torch.get_num_threads()}")
-    head = f"{'res':>5} {'batch':>5} {'mode':>8} {'images/s':>9} {'speedup':>8} {'peak MiB':>9}  note"
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        if "ips" in r:
-            print(f"{r['res']:>5} {r['batch']:>5} {r['mode']:>8} {r['ips']:>9.3f} {r['speedup']:>7.2f}x "
-                  f"{r['peak'] / 2 ** 20:>9.0f}  {r['note']}")
-        else:
-            print(f"{r['res']:>5} {r['batch']:>5} {r['mode']:>8} {'-':>9} {'-':>8} {'-':>9}  {r['note']}")
+    print(HEAD)
+    print("-" * len(HEAD), flush=True)
+
+
+def print_row(r: dict) -> None:
+    if "ips" in r:
+        print(f"{r['res']:>5} {r['batch']:>5} {r['mode']:>8} {r['ips']:>9.3f} {r['speedup']:>7.2f}x "
+              f"{r['peak'] / 2 ** 20:>9.0f}  {r['note']}", flush=True)
+    else:
+        print(f"{r['res']:>5} {r['batch']:>5} {r['mode']:>8} {'-':>9} {'-':>8} {'-':>9}  {r['note']}", flush=True)
+
+
+class _Rows(list):
+    """A list of table rows that prints each row when it is appended."""
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        print_row(row)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="few reps; no torch.compile at 1024")
+    p.add_argument("--quick", action="store_true", help="1 warm-up + 1 timed call; torch.compile only at 256 px, batch 1")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--reps", type=int, default=5, help="timed calls per row (ignored with --quick)")
     args = p.parse_args(argv)
-    print_table(run(args), args.device)
+    print_header(args.device)
+    run(args)
     return 0
 
 

@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 
 #: name -> ("module:function", one-line help). The function takes ``argv: list[str]``.
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
+    "toy-report": ("ipsb.backbone.toy.report:main", "accuracy of the toy world's trained networks"),
+    "align": ("ipsb.data.align_cli:main", "FFHQ-align photos with dlib (crop + matrix to paste back)"),
 }
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ipsb.backbone.interfaces import freeze
 from ipsb.backbone.stylegan2_layers import EqualLinear
 from ipsb.checkpoints import CorruptCheckpointError, load_torch_file, resolve_checkpoint
 
@@ -190,9 +191,17 @@ def _state_dict_of(ckpt, path) -> dict:
     return ckpt["state_dict"]
 
 
-def load_e4e(path_or_name: str | os.PathLike = "e4e_ffhq_encode.pt") -> Encoder4Editing:
-    """Official e4e checkpoint -> frozen-ready :class:`Encoder4Editing` (strict), with ``latent_avg``.
+def _decoder_state(sd: dict) -> dict:
+    return {k[len("decoder."):]: v for k, v in sd.items() if k.startswith("decoder.")}
 
+
+def load_e4e(path_or_name: str | os.PathLike = "e4e_ffhq_encode.pt") -> Encoder4Editing:
+    """Official e4e checkpoint -> frozen :class:`Encoder4Editing` (strict), with ``latent_avg``.
+
+    Size and ``w_dim`` come from ``opts['stylegan_size']`` / the tensor shapes; missing
+    ``num_batches_tracked`` entries are accepted. ``latent_avg``: the checkpoint's ``[18,512]``
+    entry; if absent but ``opts['start_from_latent_avg']`` is set, e4e's own fallback (the mean W of
+    10,000 random z through the stored ``decoder.*`` generator; random, so a warning is issued).
     Raises MissingCheckpointError (not found) or CorruptCheckpointError (truncated, wrong kind such as
     a StyleGAN2 generator file, or keys/shapes that do not fit).
     """
@@ -205,19 +214,31 @@ def load_e4e(path_or_name: str | os.PathLike = "e4e_ffhq_encode.pt") -> Encoder4
     n_styles = len({k.split(".")[1] for k in enc_sd if k.startswith("styles.")})
     opts = ckpt.get("opts") if isinstance(ckpt.get("opts"), dict) else {}
     size = int(opts.get("stylegan_size", 2 ** ((n_styles + 2) // 2)))
+    lin = enc_sd.get("styles.0.linear.weight")
+    w_dim = int(lin.shape[0]) if lin is not None else 512
     with torch.device("meta"):
-        enc = Encoder4Editing(stylegan_size=size)
+        enc = Encoder4Editing(stylegan_size=size, w_dim=w_dim)
+    for k, v in enc.state_dict().items():
+        if k.endswith("num_batches_tracked") and k not in enc_sd:
+            enc_sd[k] = torch.zeros((), dtype=torch.long)  # old checkpoints may lack it
     try:
         enc.load_state_dict(enc_sd, strict=True, assign=True)
     except RuntimeError as e:
         raise CorruptCheckpointError(f"'{path}' encoder weights do not fit Encoder4Editing(stylegan_size="
-                                     f"{size}, IR-SE50): {e}") from e
+                                     f"{size}, w_dim={w_dim}, IR-SE50): {e}") from e
     latent_avg = ckpt.get("latent_avg")
+    if latent_avg is None and opts.get("start_from_latent_avg") and _decoder_state(sd):
+        from ipsb.backbone.stylegan2 import generator_from_state_dict
+
+        warnings.warn(f"'{path}' has no latent_avg; using the mean W of 10000 random z through its "
+                      f"decoder, as e4e does (not reproducible across runs)")
+        with torch.no_grad():
+            latent_avg = generator_from_state_dict(_decoder_state(sd)).mean_latent(10000)[0]
     if latent_avg is None:
         warnings.warn(f"'{path}' has no latent_avg; encode() needs one (set_latent_avg)")
     else:
         enc.set_latent_avg(latent_avg)
-    return enc.eval()
+    return freeze(enc)
 
 
 def load_e4e_decoder(path_or_name: str | os.PathLike = "e4e_ffhq_encode.pt"):
@@ -227,7 +248,7 @@ def load_e4e_decoder(path_or_name: str | os.PathLike = "e4e_ffhq_encode.pt"):
     path = resolve_checkpoint(path_or_name)
     ckpt = load_torch_file(path, "an e4e checkpoint")
     sd = _state_dict_of(ckpt, path)
-    dec = {k[len("decoder."):]: v for k, v in sd.items() if k.startswith("decoder.")}
+    dec = _decoder_state(sd)
     la = ckpt.get("latent_avg")
     try:
         return generator_from_state_dict(dec, None if la is None else la.reshape(-1, la.shape[-1])[0],

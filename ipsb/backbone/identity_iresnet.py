@@ -17,7 +17,8 @@ from torch import nn
 from ipsb.backbone.identity_crop import PSP_BOX_256, make_crop
 from ipsb.backbone.identity_irse import feature_side
 from ipsb.backbone.interfaces import IdentityEncoder, freeze
-from ipsb.backbone.state_loading import CheckpointSource, load_checkpoint_into, read_state_dict, load_state_strict
+from ipsb.backbone.state_loading import CheckpointSource, load_state_strict, read_state_dict
+from ipsb.checkpoints import CorruptCheckpointError
 
 #: Blocks per stage of arcface_torch's named models.
 IRESNET_LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 200: (6, 26, 60, 6)}
@@ -98,8 +99,6 @@ def iresnet(depth: int = 50, num_features: int = 512, crop: str = "ffhq") -> IRe
 
 def infer_iresnet_layout(state: dict, label: str = "<state dict>") -> tuple[tuple[int, ...], int]:
     """``(blocks per stage, num_features)`` from an arcface_torch state dict's keys."""
-    from ipsb.checkpoints import CorruptCheckpointError
-
     layers = []
     for i in range(1, 5):
         idx = {int(k.split(".")[1]) for k in state if k.startswith(f"layer{i}.")}
@@ -123,7 +122,6 @@ def load_iresnet(checkpoint: CheckpointSource = "backbone.pth", depth: int | Non
         if depth not in IRESNET_LAYERS:
             raise ValueError(f"iResNet depth must be one of {sorted(IRESNET_LAYERS)}, got {depth}")
         if tuple(IRESNET_LAYERS[depth]) != layers:
-            from ipsb.checkpoints import CorruptCheckpointError
             raise CorruptCheckpointError(
                 f"'{label}' holds an iResNet with blocks {layers}, not iResNet-{depth} "
                 f"{IRESNET_LAYERS[depth]}")

@@ -18,7 +18,7 @@ from torch import nn
 from ipsb.checkpoints import CorruptCheckpointError, load_torch_file, resolve_checkpoint
 
 #: A checkpoint source: a registry name, a path, or an already-loaded state dict.
-CheckpointSource = Union[str, "os.PathLike[str]", Mapping]
+CheckpointSource = Union[str, os.PathLike, Mapping]
 
 #: Wrapper keys under which some training scripts nest the weights.
 WRAPPER_KEYS = ("state_dict", "model", "net", "model_state_dict")
@@ -66,7 +66,8 @@ def load_state_strict(module: nn.Module, state: Mapping, label: str, what: str,
 
     Keys for which ``optional(key)`` is true may be missing (the module keeps its own value).
     Otherwise missing keys, unexpected keys or shape mismatches raise CorruptCheckpointError naming
-    ``label``, ``what`` and a few offending keys. Values are cast to the module's dtypes.
+    ``label``, ``what`` and a few offending keys. Values are cast to the module's dtypes. When
+    ``label`` is a file, it is recorded as ``module.checkpoint_path`` (the bundle hashes it).
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state and not optional(k)]
@@ -84,6 +85,8 @@ def load_state_strict(module: nn.Module, state: Mapping, label: str, what: str,
             "for this network and that the constructor options match it.")
     full = {k: (state[k] if k in state else v).to(dtype=v.dtype) for k, v in own.items()}
     module.load_state_dict(full, strict=True)
+    if os.path.isfile(label):
+        module.checkpoint_path = label
     return module
 
 

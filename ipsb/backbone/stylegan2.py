@@ -6,6 +6,10 @@
 ``stylegan2-ffhq-config-f.pt`` loads strictly. NVlabs checkpoints are converted to this layout by
 :mod:`ipsb.backbone.stylegan2_nvlabs`.
 
+Plain PyTorch only (layers in :mod:`ipsb.backbone.stylegan2_layers`): runs on CPU and CUDA, under
+``torch.compile``, and under ``torch.func`` transforms (``jacrev``/``vmap``/``jvp`` over W+): the
+forward has no in-place ops on inputs, no ``.item()`` and no data-dependent Python control flow.
+
 W+ row use (rosinality == NVlabs): ``conv1`` row 0, ``to_rgb1`` row 1, and for the block at
 resolution ``2**(k+3)``: ``convs[2k]`` row 2k+1, ``convs[2k+1]`` row 2k+2, ``to_rgbs[k]`` row 2k+3.
 """
@@ -108,12 +112,14 @@ class StyleGAN2Generator(Generator):
             w = truncation_latent + truncation_psi * (w - truncation_latent)
         return w
 
-    def mean_latent(self, n: int = 4096) -> torch.Tensor:
+    def mean_latent(self, n: int = 4096, seed: int = 0) -> torch.Tensor:
         """The stored ``latent_avg`` ``[1,w_dim]`` if a checkpoint provided one, else the mean of
-        ``mapping`` over ``n`` standard-normal z (fresh random draws)."""
+        ``mapping`` over ``n`` standard-normal z drawn from a CPU generator seeded with ``seed``
+        (deterministic on every device, unlike rosinality's fresh draws)."""
         if self.latent_avg.numel() == self.w_dim:
             return self.latent_avg.reshape(1, self.w_dim)
-        z = torch.randn(n, self.w_dim, device=self.input.input.device, dtype=self.input.input.dtype)
+        z = torch.randn(n, self.w_dim, generator=torch.Generator().manual_seed(seed))
+        z = z.to(device=self.input.input.device, dtype=self.input.input.dtype)
         return self.style(z).mean(0, keepdim=True)
 
     def set_latent_avg(self, latent_avg: Optional[torch.Tensor]) -> None:

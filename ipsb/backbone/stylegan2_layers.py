@@ -146,8 +146,8 @@ class ModulatedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        weight = self.weight[0] * self.scale                       # [O,I,k,k]
-        s = self.modulation(style)                                 # [B,I]
+        weight = self.weight[0]                                    # [O,I,k,k]
+        s = self.modulation(style) * self.scale                    # [B,I], equalized-lr scale folded in
         x = x * s.reshape(b, self.in_channel, 1, 1)
         if self.upsample:
             out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
@@ -155,8 +155,8 @@ class ModulatedConv2d(nn.Module):
         else:
             out = F.conv2d(x, weight, padding=self.padding)
         if self.demodulate:
-            w = weight[None] * s.reshape(b, 1, self.in_channel, 1, 1)
-            dcoefs = torch.rsqrt(w.square().sum(dim=(2, 3, 4)) + 1e-8)  # [B,O]
+            # sum_{i,kh,kw} (W[o,i] s[i])^2 = sum_i s[i]^2 sum_k W[o,i,k]^2: [B,I] @ [I,O]
+            dcoefs = torch.rsqrt(F.linear(s.square(), weight.square().sum(dim=(2, 3))) + 1e-8)  # [B,O]
             out = out * dcoefs.reshape(b, self.out_channel, 1, 1)
         return out
 

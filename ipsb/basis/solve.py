@@ -17,7 +17,7 @@ def solve_basis(grams: Mapping[str, torch.Tensor], k: Mapping[str, int], mask: t
 
     Args:
         grams: ``{group: mean J^T J [N,N]}`` over the masked coordinates (``N = mask.sum()*w_dim``),
-            optionally with ``"id"`` (without it the metric is ``delta I``: plain Hessian eigenvectors).
+            optionally with ``"id"`` (without it the metric is ``I``: plain Hessian eigenvectors).
         k: ``{group: directions to keep}``, in the column order of the basis.
         mask: bool ``[num_ws]`` layers the Grams were taken over.
         delta: ridge on the identity metric (relative to ``mean diag H_id`` when ``relative_delta``).
@@ -28,10 +28,10 @@ def solve_basis(grams: Mapping[str, torch.Tensor], k: Mapping[str, int], mask: t
     if missing:
         raise ValueError(f"no Gram matrix for groups {missing}; have {sorted(grams)}")
     h_id = grams.get(IDENTITY)
-    if h_id is None:
-        h_id = torch.zeros(n, n, dtype=torch.float64, device=next(iter(grams.values())).device)
-        relative_delta = False if float(delta) > 0 else relative_delta
-    metric = regularised_metric(h_id.to(torch.float64), float(delta), relative_delta)
+    if h_id is None:   # no identity network: the metric is I, plain Hessian eigenvectors
+        metric = torch.eye(n, dtype=torch.float64, device=next(iter(grams.values())).device)
+    else:
+        metric = regularised_metric(h_id.to(torch.float64), float(delta), relative_delta)
     blocks, evals, energy = [], {}, {}
     for g, kg in k.items():
         sol = solve_group(grams[g].to(torch.float64), metric, int(kg))

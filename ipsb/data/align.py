@@ -23,6 +23,10 @@ import torch
 from ipsb.data import ffhq_alignment as fa
 
 
+#: predictor path -> (detector, shape predictor), shared by all FaceAligner instances.
+_DLIB_MODELS: dict[str, tuple] = {}
+
+
 class NoFaceError(ValueError):
     """No face was detected in an image; the message names the image."""
 
@@ -73,6 +77,7 @@ def to_rgb_uint8(image) -> np.ndarray:
 
 def image_to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """uint8 ``[H,W,3]`` -> float32 ``[3,H,W]`` in [-1,1]."""
+    rgb = rgb if rgb.flags.writeable else rgb.copy()  # e.g. np.asarray(PIL image) is read-only
     return torch.from_numpy(rgb).permute(2, 0, 1).float() / 127.5 - 1
 
 
@@ -138,8 +143,9 @@ class FaceAligner:
                     raise ImportError("the 68-landmark model comes from face-recognition-models: "
                                       "pip install 'ipsb[align]'") from e
                 path = face_recognition_models.pose_predictor_model_location()
-            self._detector = dlib.get_frontal_face_detector()
-            self._predictor = dlib.shape_predictor(str(path))
+            if str(path) not in _DLIB_MODELS:  # the predictor is a 100 MB file: load it once per process
+                _DLIB_MODELS[str(path)] = (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(path)))
+            self._detector, self._predictor = _DLIB_MODELS[str(path)]
         return self._detector, self._predictor
 
     def detections(self, image) -> list[tuple[tuple[int, int, int, int], float]]:

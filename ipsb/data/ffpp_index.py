@@ -120,12 +120,13 @@ def build_ffpp_manifest(root: str | os.PathLike, aligner, method: str = "FaceShi
     lengths = {v: count_frames(root / rel[v]) for v in videos}
     starts = {v: slot_starts(lengths[v], frames_per_video) for v in videos}
     # windows per video: its slots, then the source-frame searches it serves
+    sources = sorted({src for _, src in pairs})
     windows: dict[str, list[tuple[int, int]]] = {}
     for v in videos:
         s = starts[v]
         windows[v] = [(a, s[k + 1] if k + 1 < len(s) else lengths[v]) for k, a in enumerate(s)]
-        if source_frame == "first":
-            windows[v].append((0, lengths[v]))
+        if source_frame == "first" and v in sources:
+            windows[v].append((0, lengths[v]))  # its result is found[v][-1]
     found: dict[str, list[Optional[int]]] = {}
     no_face: dict[str, list[int]] = {}
     slot_frames: dict[str, list[int]] = {}
@@ -154,7 +155,6 @@ def build_ffpp_manifest(root: str | os.PathLike, aligner, method: str = "FaceShi
                 continue
             items.append({"sample_index": len(items), "target": tgt, "source": src, "slot": k,
                           "target_frame": n, "source_frame": s})
-    sources = sorted({src for _, src in pairs})
     gallery = [{"sample_index": i, "video": v, "frame": f}
                for i, (v, f) in enumerate((v, f) for v in sources for f in slot_frames[v])]
     files = {rel[v]: {"sha256": sha256_file(root / rel[v]), "num_frames": lengths[v]} for v in videos}

@@ -80,7 +80,9 @@ class FID(FrechetInceptionDistance):
 
     def __init__(self, feature: Union[nn.Module, int] = 2048, input_size: int = 299,
                  feature_extractor_weights_path: Optional[str] = None, **kwargs):
-        kwargs.pop("reset_real_features", None)
+        if kwargs.pop("reset_real_features", False):
+            raise ValueError("FID keeps its real statistics across reset() (reset_real_features=False); "
+                             "call clear_real_statistics() to drop them")
         if isinstance(feature, nn.Module):
             if isinstance(getattr(feature, "num_features", None), int):
                 num = feature.num_features

@@ -11,7 +11,7 @@ Two numbers, both reported and named, because papers use either:
   to the MSE could not be checked here, hence the option.
 
 Inputs are ``[B,3]`` degrees (``inputs="degrees"``: only ``deg_l2``) or ``[B,3,66]`` bin logits
-(``inputs="logits"``: both). Per-sample values sit in ``cat`` states, de-duplicated by
+(``inputs="logits"``: both; ``ipsb.backbone.pose.HopeNet.logits`` gives them). Per-sample values sit in ``cat`` states, de-duplicated by
 ``sample_index`` at compute (exact under DDP, see :mod:`ipsb.metrics.sample_dedup`).
 """
 from __future__ import annotations
@@ -20,15 +20,10 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from ipsb.backbone.pose import bins_to_degrees as hopenet_degrees  # logits [...,66] -> degrees [...]
 from ipsb.metrics.sample_dedup import cat_state, check_sample_index, dedup_by_index
 
 NUM_BINS = 66
-
-
-def hopenet_degrees(logits: Tensor) -> Tensor:
-    """Bin logits ``[B,3,66]`` (yaw, pitch, roll) -> angles ``[B,3]`` in degrees, about [-99, 96]."""
-    idx = torch.arange(logits.shape[-1], dtype=logits.dtype, device=logits.device)
-    return (torch.softmax(logits, dim=-1) * idx).sum(-1) * 3 - 99
 
 
 class PoseError(Metric):

@@ -3,9 +3,10 @@
 Inputs (flat 3DMM vectors ``[B,C]`` as a :class:`~ipsb.backbone.interfaces.FaceModel` lays them
 out; the groups used are constructor arguments, defaults below):
 
-* from the **source**: ``id`` (shape), ``exp`` (expression), ``angle`` and ``trans`` (pose) — the
-  source's own expression and pose say where the edit starts from;
-* from the **target**: ``exp``, ``angle``, ``trans`` — where the edit must go;
+* from the **source**: ``id`` (shape), ``exp`` (expression), ``angle`` and ``trans`` (pose),
+  ``gamma`` (illumination) — the source's own attributes say where the edit starts from;
+* from the **target**: ``exp``, ``angle``, ``trans``, ``gamma`` — where the edit must go (L_render
+  asks for the target's illumination, so lighting is part of the edit);
 * and, for every group given for both, the difference ``target - source`` (the edit the mapper
   has to produce, made explicit so a small MLP learns it quickly).
 
@@ -29,8 +30,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-DEFAULT_SOURCE_GROUPS = ("id", "exp", "angle", "trans")
-DEFAULT_TARGET_GROUPS = ("exp", "angle", "trans")
+DEFAULT_SOURCE_GROUPS = ("id", "exp", "angle", "trans", "gamma")
+DEFAULT_TARGET_GROUPS = ("exp", "angle", "trans", "gamma")
 MODES = ("basis", "free")
 
 
@@ -121,3 +122,33 @@ class CoeffMapper(nn.Module):
         index = torch.cumsum(self.layer_mask.long(), 0) - 1                  # masked row -> slot
         picked = rows[:, index.clamp_min(0)]                                 # [B,num_ws,w_dim]
         return picked * self.layer_mask.to(out.dtype).reshape(1, num_ws, 1)
+
+
+class SwapEditor(nn.Module):
+    """Mapper + basis: ``(w_s [B,num_ws,w_dim], a^s [B,C], a^t [B,C]) -> w_s->t [B,num_ws,w_dim]``.
+
+    ``V [num_ws*w_dim, K]`` is a buffer (saved with the weights, moved with the module); for a
+    ``mode="free"`` mapper it is empty ``[num_ws*w_dim, 0]`` and the mapper's offset is used directly.
+    """
+
+    def __init__(self, mapper: CoeffMapper, V: torch.Tensor, num_ws: int, w_dim: int):
+        super().__init__()
+        if V.dim() != 2 or V.shape[0] != num_ws * w_dim:
+            raise ValueError(f"basis V must be [num_ws*w_dim={num_ws * w_dim}, K], got {list(V.shape)}")
+        if mapper.mode == "basis" and V.shape[1] != mapper.out_dim:
+            raise ValueError(f"the mapper outputs {mapper.out_dim} coordinates but the basis has {V.shape[1]} columns")
+        self.mapper = mapper
+        self.num_ws, self.w_dim = int(num_ws), int(w_dim)
+        self.register_buffer("V", V.detach().float().clone())
+
+    def offset(self, coeff_source: torch.Tensor, coeff_target: torch.Tensor) -> torch.Tensor:
+        """The W+ edit ``[B,num_ws,w_dim]`` (``reshape(V c)`` or the free offset)."""
+        out = self.mapper(coeff_source, coeff_target)
+        if self.mapper.mode == "free":
+            return out
+        return (out @ self.V.T.to(out.dtype)).reshape(out.shape[0], self.num_ws, self.w_dim)
+
+    def forward(self, w_source: torch.Tensor, coeff_source: torch.Tensor, coeff_target: torch.Tensor) -> torch.Tensor:
+        if w_source.dim() != 3 or w_source.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"w_source must be [B,{self.num_ws},{self.w_dim}], got {list(w_source.shape)}")
+        return w_source + self.offset(coeff_source, coeff_target)

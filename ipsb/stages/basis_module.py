@@ -16,6 +16,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from ipsb.backbone.bundle import FaceBackbone
 from ipsb.basis.accumulator import GramAccumulator
 from ipsb.basis.artifact import Basis
 from ipsb.basis.layers import DEFAULT_LAYERS, layer_mask
@@ -34,12 +35,21 @@ def _dtype_of(module: nn.Module) -> torch.dtype:
     return torch.get_default_dtype()
 
 
+def generator_sha256(backbone: FaceBackbone) -> Optional[str]:
+    """sha256 of the generator's checkpoint file(s) (several joined by commas), ``None`` for a
+    generator built without files (toy, random)."""
+    from ipsb.checkpoints import sha256_file
+
+    files = [p for name, p in backbone.checkpoint_files().items() if name.split(".")[0] == "generator"]
+    return ",".join(sha256_file(p) for p in files) or None
+
+
 class BasisModule(StageModule):
     """Accumulates ``H_g = mean J_g^T J_g`` (and ``H_id``) over samples; solves and saves the basis.
 
     Args:
         backbone: the frozen :class:`~ipsb.backbone.bundle.FaceBackbone` (``generator``,
-            ``regressor``, ``identity``, ``face_model.coeff_groups``).
+            ``regressor``, ``identity``, ``face_model.coeff_groups``), its config dict or YAML path.
         output_path: where rank 0 writes the basis file.
         overwrite: replace an existing file at ``output_path``.
         layers: W+ layers the basis may move (``"3..9"``, a list, or null for all).
@@ -54,13 +64,14 @@ class BasisModule(StageModule):
         vectorize: vmap over Jacobian rows (None: automatic, see :func:`~ipsb.basis.jacobian.wplus_jacobian`).
     """
 
-    def __init__(self, backbone: nn.Module, output_path: str = "outputs/basis.pt", overwrite: bool = False,
+    def __init__(self, backbone: Union[FaceBackbone, dict, str], output_path: str = "outputs/basis.pt", overwrite: bool = False,
                  layers: Union[str, list[int], None] = DEFAULT_LAYERS,
                  groups: Optional[dict[str, list[str]]] = None, k: Optional[dict[str, int]] = None,
                  delta: float = 1e-3, relative_delta: bool = True, use_identity: bool = True,
                  truncation_psi: float = 0.7, seed: int = 0, wplus_path: Optional[str] = None,
                  chunk_size: Optional[int] = 16, vectorize: Optional[bool] = None):
         super().__init__(backbone)
+        self.save_hyperparameters()
         self.automatic_optimization = False
         self.output_path, self.overwrite = output_path, overwrite
         self.layers, self.groups = layers, dict(groups or DEFAULT_ATTRIBUTE_GROUPS)
@@ -78,6 +89,7 @@ class BasisModule(StageModule):
         self.accumulator: Optional[GramAccumulator] = None
         self.basis: Optional[Basis] = None
         self._wplus: Optional[torch.Tensor] = None
+        self._mean_latent: Optional[torch.Tensor] = None
         # DDP refuses to wrap a module without a trainable parameter; this one is never used.
         self.ddp_anchor = nn.Parameter(torch.zeros(()))
 
@@ -98,7 +110,7 @@ class BasisModule(StageModule):
         n = int(self.mask.sum()) * gen.w_dim
         groups = list(self.groups) + (["id"] if self.use_identity else [])
         self.accumulator = GramAccumulator(groups, n, self.device)
-        self.basis = None
+        self.basis, self._mean_latent = None, None
         if self.wplus_path is not None:
             self._wplus = load_wplus_file(self.wplus_path)
             gen.check_wplus(self._wplus)
@@ -114,8 +126,9 @@ class BasisModule(StageModule):
         z_dim = getattr(gen, "z_dim", gen.w_dim)
         z = torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + int(i)))
                          for i in index.cpu()]).to(self.device, dtype)
-        latent = gen.mean_latent() if self.truncation_psi != 1.0 else None
-        w = gen.mapping(z, self.truncation_psi, latent)
+        if self._mean_latent is None and self.truncation_psi != 1.0:
+            self._mean_latent = gen.mean_latent().to(self.device, dtype)
+        w = gen.mapping(z, self.truncation_psi, self._mean_latent)
         return w[:, None].expand(-1, gen.num_ws, -1).contiguous()
 
     # ------------------------------------------------------------------ loop
@@ -127,11 +140,7 @@ class BasisModule(StageModule):
 
     def on_train_end(self) -> None:
         self.accumulator.all_reduce()
-        sha = None
-        path = getattr(self.backbone.generator, "checkpoint_path", None)
-        if path:
-            from ipsb.checkpoints import sha256_file
-            sha = sha256_file(path)
+        sha = generator_sha256(self.backbone)
         config = dict(layers=self.layers, groups=self.groups, k=self.k, delta=self.delta,
                       relative_delta=self.relative_delta, use_identity=self.use_identity,
                       truncation_psi=self.truncation_psi, seed=self.seed, wplus_path=self.wplus_path,

@@ -14,6 +14,16 @@ from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError
 RTOL = ATOL = 1e-4  # fixture README's suggested check
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """ResNet-50 on a shared 2-core machine: one thread is ~10x faster than an oversubscribed pool
+    (and is how the reference outputs were made)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def det_state():
     return det_state_dict(ReconNet().state_dict(), "fan_in")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 import scipy.io
 import torch
@@ -147,3 +146,13 @@ def test_face_model_cuda_matches_cpu(model, ref):
     model.to("cpu")
     torch.testing.assert_close(gpu.vertices.cpu(), cpu.vertices, rtol=0, atol=1e-5)
     torch.testing.assert_close(gpu.landmarks.cpu(), cpu.landmarks, rtol=0, atol=1e-3)
+
+
+def test_face_model_from_tensors(bfm_dir, model, ref):
+    built = BFMFaceModel.from_tensors(load_bfm(bfm_dir / "BFM_model_front.mat"))
+    assert built.path is None and built.num_coeffs == 257 and built.image_size == 224
+    torch.testing.assert_close(built(ref["coeffs"]).vertices, model(ref["coeffs"]).vertices, rtol=0, atol=0)
+    not_recentred = BFMFaceModel.from_tensors(load_bfm(bfm_dir / "BFM_model_front.mat"), recenter=False)
+    shift = (not_recentred.mean_shape - model.mean_shape).reshape(-1, 3)
+    torch.testing.assert_close(shift, shift[:1].expand_as(shift))  # recentring is a pure translation
+    assert shift.abs().max() > 0.01

@@ -119,3 +119,45 @@ def test_renderer_bfm_landmarks_land_on_render(tmp_path, request):
         assert hits.float().mean() > 0.9
         inside = out.mask[b, 0] > 0
         assert (out.depth[b, 0][inside] - 10).abs().max() < 1.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_renderer_cuda_matches_cpu():
+    r = MeshRenderer(image_size=48, focal=150.0, center=23.5)
+    verts, faces = disk(1.0, 10.0, 48, center=(0.1, 0.2))
+    colours = torch.rand(1, 49, 3)
+    cpu = r(verts, faces, colours)
+    gpu = r(verts.cuda(), faces.cuda(), colours.cuda())
+    assert gpu.image.device.type == "cuda"
+    assert (gpu.mask.cpu() != cpu.mask).sum() <= 2
+    inside = (gpu.mask.cpu() * cpu.mask).bool().expand_as(cpu.image)
+    torch.testing.assert_close(gpu.image.cpu()[inside], cpu.image[inside], rtol=0, atol=1e-4)
+
+
+def _jittered_grid(n: int = 24, batch: int = 2, seed: int = 0):
+    """Curved, jittered grid meshes (no edge passes exactly through a pixel centre)."""
+    g = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, n), torch.linspace(-1, 1, n), indexing="ij")
+    base = torch.stack([xs, ys, 10 + 0.3 * (xs ** 2 + ys ** 2)], -1).reshape(1, -1, 3)
+    verts = base + 0.02 * torch.randn(batch, n * n, 3, generator=g)
+    verts = verts * torch.tensor([1.0, 1.0, 1.0]) + torch.linspace(0, 0.2, batch)[:, None, None]
+    i = torch.arange(n - 1)
+    a = (i[:, None] * n + i[None, :]).reshape(-1)
+    faces = torch.cat([torch.stack([a, a + 1, a + n + 1], -1), torch.stack([a, a + n + 1, a + n], -1)])
+    return verts, faces, torch.rand(batch, n * n, 3, generator=g)
+
+
+def test_renderer_tiled_equals_whole_image():
+    verts, faces, colours = _jittered_grid()
+    whole = MeshRenderer(image_size=80, focal=250.0, center=39.3, tile_size=0)
+    tiled = MeshRenderer(image_size=80, focal=250.0, center=39.3, tile_size=16)
+    a, b = whole(verts, faces, colours), tiled(verts, faces, colours)
+    assert (a.mask != b.mask).sum() <= 2 and a.mask.sum() > 4000
+    both = (a.mask * b.mask).bool()
+    torch.testing.assert_close(b.depth[both], a.depth[both], rtol=0, atol=1e-4)
+    torch.testing.assert_close(b.image[both.expand_as(a.image)], a.image[both.expand_as(a.image)], rtol=0, atol=1e-4)
+    v = verts.clone().requires_grad_(True)
+    g_tiled, = torch.autograd.grad(tiled(v, faces, colours).image.sum(), v)
+    g_whole, = torch.autograd.grad(whole(v, faces, colours).image.sum(), v)
+    assert g_tiled.abs().sum() > 0
+    torch.testing.assert_close(g_tiled, g_whole, rtol=1e-3, atol=1e-3 * g_whole.abs().max().item())

@@ -77,3 +77,16 @@ class TinyIdentity(IdentityEncoder):
 def tiny_world(dtype=torch.float64):
     """Frozen (generator, regressor, identity) in ``dtype``."""
     return tuple(freeze(m.to(dtype)) for m in (TinyGenerator(), TinyRegressor(), TinyIdentity()))
+
+
+class TinyFaceModelGroups(nn.Module):
+    """Stands in for ``FaceModel`` where only ``coeff_groups`` is needed (the basis never renders)."""
+
+    coeff_groups = TINY_COEFF_GROUPS
+
+
+def tiny_backbone():
+    """A FaceBackbone of the tiny stand-ins (renderer unused by the basis: nn.Identity)."""
+    from ipsb.backbone.bundle import FaceBackbone
+
+    return FaceBackbone(TinyGenerator(), TinyFaceModelGroups(), nn.Identity(), TinyRegressor(), TinyIdentity())

@@ -160,3 +160,23 @@ def test_align_shrink_and_1024_paths(photo, aligned):
     big_out = FaceAligner(output_size=1024, transform_size=512).align_landmarks(photo, aligned.landmarks)
     assert big_out.image.shape == (3, 1024, 1024)
     assert (fa.apply_matrix(big_out.matrix, big_out.quad) - fa.crop_corners(1024)).abs().max() < 1e-6
+
+
+def test_align_cli(tmp_path, photo):
+    import json
+
+    from PIL import Image
+
+    from ipsb.cli import main
+
+    Image.fromarray(photo).save(tmp_path / "astronaut.png")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "blank.png")
+    code = main(["align", str(tmp_path / "astronaut.png"), str(tmp_path / "blank.png"),
+                 "--out", str(tmp_path / "out"), "--size", "128"])
+    assert code == 1  # the blank image has no face
+    crop = np.asarray(Image.open(tmp_path / "out" / "astronaut.png"))
+    record = json.loads((tmp_path / "out" / "astronaut.json").read_text())
+    assert crop.shape == (128, 128, 3) and not (tmp_path / "out" / "blank.png").exists()
+    mapped = fa.apply_matrix(torch.tensor(record["matrix"], dtype=torch.float64),
+                             torch.tensor(record["quad"], dtype=torch.float64))
+    assert (mapped - fa.crop_corners(128)).abs().max() < 1e-6

@@ -171,3 +171,18 @@ def test_bad_trees(tmp_path):
     (man / "weird.mp4").write_bytes(b"")
     with pytest.raises(ValueError, match="TARGET_SOURCE"):
         build_ffpp_manifest(tmp_path, aligner())
+
+
+def test_video_frames_exact_and_errors(tmp_path):
+    from ipsb.data.video import count_frames, read_frames
+
+    path = tmp_path / "v.mp4"
+    write_video(path, frames_of("001", 23))
+    assert count_frames(path) == 23
+    got = read_frames(path, [22, 0, 5])
+    assert sorted(got) == [0, 5, 22] and all(np.array_equal(got[i], frames_of("001", 23)[i]) for i in got)
+    with pytest.raises(ValueError, match="no frame 23: it has 23 frames"):
+        read_frames(path, [23])
+    (tmp_path / "junk.mp4").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="junk.mp4"):
+        count_frames(tmp_path / "junk.mp4")

@@ -22,8 +22,8 @@ def test_basis_mapper_starts_at_zero_and_learns_a_signal():
     cs, ct = torch.randn(4, C), torch.randn(4, C)
     c = m(cs, ct)
     assert c.shape == (4, 5) and torch.equal(c, torch.zeros(4, 5))
-    # input: source id,exp,angle,trans (4+3+3+2) + target exp,angle,trans (8) + diffs (8)
-    assert m.in_dim == 12 + 8 + 8
+    # input: source id,exp,angle,trans,gamma (4+3+3+2+2) + target exp,angle,trans,gamma (10) + diffs (10)
+    assert m.in_dim == 14 + 10 + 10
     c.sum().backward()
     assert m.net[-1].weight.grad.abs().sum() > 0
 
@@ -33,7 +33,7 @@ def test_mapper_features_are_target_minus_source_for_shared_groups():
     cs, ct = torch.randn(3, C), torch.randn(3, C)
     f = m.features(cs, ct)
     torch.testing.assert_close(f[:, :4], cs[:, 0:4])                 # source id first
-    torch.testing.assert_close(f[:, -2:], (ct - cs)[:, 14:16])       # last: trans(target) - trans(source)
+    torch.testing.assert_close(f[:, -2:], (ct - cs)[:, 12:14])       # last: gamma(target) - gamma(source)
 
 
 def test_free_mode_moves_only_the_masked_layers():

@@ -8,9 +8,11 @@ and cast to float32); each network records the file it loaded in ``checkpoint_pa
 
 * :class:`ToyRegressor` image ``[B,3,H,W]`` in [-1,1] -> coefficients ``[B,30]`` (ToyFaceModel
   layout; the net predicts standardised coefficients, de-standardised with stored buffers).
-* :class:`ToyIdentity` image -> L2-normalised embedding ``[B,14]``, trained to regress the
-  standardised identity coefficients (id 8 + tex 6), so different identities are nearly
-  orthogonal on average and one identity keeps its direction under expression/pose/light changes.
+* :class:`ToyIdentity` image -> L2-normalised embedding ``[B,14]``: a CNN of the regressor's
+  architecture whose outputs at the identity coefficients (id 8 + tex 6, standardised) form the
+  embedding, so different identities are nearly orthogonal on average and one identity keeps its
+  direction under expression/pose/light changes. (To fit the CPU budget, ``train`` fits one CNN on
+  all standardised coefficients and ships it twice; the two files may be retrained apart.)
 * :class:`ToyMasker` image -> soft face mask ``[B,1,H,W]`` in [0,1] (a tiny U-Net).
 Inputs of another size are resized to 64 px (bilinear) and outputs of the masker back.
 """
@@ -125,12 +127,14 @@ class ToyIdentity(IdentityEncoder, _ToyNet):
 
     def __init__(self, weights: Optional[str] = "default"):
         super().__init__()
-        self.net = ConvEncoder(self.embedding_dim)
+        self.net = ConvEncoder(world.NUM_COEFFS)
+        sl = world.coeff_slices()
+        self.register_buffer("embed_index", torch.tensor([*range(*sl["id"]), *range(*sl["tex"])]))
         self._load(weights)
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
         """Unnormalised output ``[B,14]`` (trained to equal the standardised id + tex coefficients)."""
-        return self.net(_to_input(image))
+        return self.net(_to_input(image))[:, self.embed_index]
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         f = self.features(image)

@@ -1,4 +1,4 @@
-"""Identity networks: strict manifest loading at full size, parity with the reference outputs
+"""Identity networks (ipsb.backbone.identity*): strict manifest loading at full size, parity with the reference outputs
 (IR-SE50 incl. the pSp/e4e 256->crop->112 ID-loss path, iResNet-50/100, CosFace sphere20),
 the crop, torch.func compatibility and loader errors."""
 from __future__ import annotations
@@ -7,11 +7,12 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from conftest import FIXTURES
 from helpers.det_weights import manifest
 from helpers.manifest_state import read_manifest, state_from_manifest
 from ipsb.backbone.identity import (IDENTITY_NETWORKS, IResNet, IRSE, FaceCrop, SphereFace, load_identity_encoder,
                                     load_ir_se50, load_iresnet, load_sphere20)
-from ipsb.backbone.interfaces import IdentityEncoder
+from ipsb.backbone.interfaces import IdentityEncoder, freeze
 from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError
 
 
@@ -21,8 +22,7 @@ def _to_float(u8_nhwc: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def arcface_dir(request):
-    from conftest import FIXTURES
+def arcface_dir():
     return FIXTURES / "arcface"
 
 
@@ -32,102 +32,108 @@ def irse(arcface_dir):
     return load_ir_se50(state), state
 
 
-# ---------------------------------------------------------------- IR-SE50
-
-def test_parity_irse_manifest_strict_and_output(irse, arcface_dir):
-    model, _ = irse
-    assert manifest(model.state_dict()) == read_manifest(arcface_dir / "manifest_ir_se50.json")
-    assert isinstance(model, IdentityEncoder) and not model.training
-    assert all(not p.requires_grad for p in model.parameters())
-    ref = torch.load(arcface_dir / "parity_ir_se50.pt")
-    assert torch.equal(_to_float(ref["input_uint8_hwc"]), ref["input"])
-    with torch.no_grad():
-        out = model.embed_aligned(ref["input"])
-    assert_close(out, ref["output"], rtol=0, atol=1e-5)
-    assert_close(out, ref["output_float64_ref"], rtol=0, atol=1e-5)
-    assert_close(out.norm(dim=1), torch.ones(2), rtol=0, atol=1e-5)
-
-
-def test_parity_irse_idloss_path_256(irse, arcface_dir):
-    """pSp/e4e extract_feats: x[:, :, 35:223, 32:220] -> AdaptiveAvgPool2d(112) -> facenet."""
-    model, _ = irse
-    ref = torch.load(arcface_dir / "parity_ir_se50.pt")
-    image = _to_float(ref["idloss_input_256_uint8_hwc"])
-    assert_close(model.preprocess(image), ref["idloss_pooled_112"], rtol=0, atol=1e-6)
-    with torch.no_grad():
-        out = model(image)
-    assert_close(out, ref["idloss_output"], rtol=0, atol=1e-5)
-
-
-def test_parity_irse_old_checkpoint_without_bn_counters(irse, arcface_dir):
-    """A PyTorch-0.4-era, DataParallel-saved state: ``module.`` prefixes, no ``num_batches_tracked``."""
-    model, state = irse
-    old = {f"module.{k}": v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    assert len(old) == len(state) - sum(k.endswith("num_batches_tracked") for k in state) and len(old) < len(state)
-    loaded = load_ir_se50(old, crop="none")
-    ref = torch.load(arcface_dir / "parity_ir_se50.pt")
-    with torch.no_grad():
-        assert torch.equal(loaded(ref["input"]), model.embed_aligned(ref["input"]))
-
-
-# ---------------------------------------------------------------- iResNet
-
-def test_parity_iresnet50_manifest_strict_and_output(arcface_dir):
-    state = state_from_manifest(read_manifest(arcface_dir / "manifest_iresnet50.json"))
-    model = load_iresnet(state, depth=50, crop="none")
-    assert manifest(model.state_dict()) == read_manifest(arcface_dir / "manifest_iresnet50.json")
-    ref = torch.load(arcface_dir / "parity_iresnet50.pt")
-    with torch.no_grad():
-        raw = model.raw_embedding(ref["input"])
-        out = model(ref["input"])
-    scale = ref["output"].abs().max()
-    assert_close(raw, ref["output"], rtol=1e-4, atol=1e-4 * scale)
-    assert_close(raw, ref["output_float64_ref"], rtol=1e-4, atol=1e-4 * scale)
-    assert_close(out, ref["output_l2norm"], rtol=0, atol=1e-6)
-
-
-def test_parity_iresnet100_manifest_strict_load(arcface_dir):
-    man = read_manifest(arcface_dir / "manifest_iresnet100.json")
-    state = state_from_manifest(man)
-    model = load_iresnet(state)  # depth inferred from the keys
-    assert manifest(model.state_dict()) == man
-    assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == [3, 13, 30, 3]
-    assert sum(p.numel() for p in model.state_dict().values() if p.is_floating_point()) == sum(
-        v.numel() for v in state.values() if v.is_floating_point())
-    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    with torch.no_grad():
-        out = model(x)
-    assert out.shape == (1, 512) and torch.isfinite(out).all()
-    assert_close(out.norm(dim=1), torch.ones(1), rtol=0, atol=1e-5)
-    with pytest.raises(CorruptCheckpointError, match=r"not iResNet-50"):
-        load_iresnet(state, depth=50)
-
-
-# ---------------------------------------------------------------- sphere20
-
 @pytest.fixture(scope="module")
 def sphere(arcface_dir):
     state = state_from_manifest(read_manifest(arcface_dir / "manifest_cosface_sphere20.json"))
     return load_sphere20(state, crop="none")
 
 
-def test_parity_sphere20_manifest_strict_and_output(sphere, arcface_dir):
-    assert manifest(sphere.state_dict()) == read_manifest(arcface_dir / "manifest_cosface_sphere20.json")
-    ref = torch.load(arcface_dir / "parity_cosface_sphere20.pt")
-    assert torch.equal(_to_float(ref["input_uint8_hwc"]), ref["input"])
-    with torch.no_grad():
-        assert_close(sphere.raw_embedding(ref["input"]), ref["output"], rtol=1e-4, atol=1e-4)
-        assert_close(sphere.raw_embedding(ref["input_hflip"]), ref["output_hflip"], rtol=1e-4, atol=1e-4)
-        assert_close(sphere.raw_embedding(ref["input"]), ref["output_float64_ref"], rtol=1e-4, atol=1e-4)
-        feat = sphere.mirror_feature(ref["input"])
-        assert_close(feat, ref["lfw_feature_1024"], rtol=1e-4, atol=1e-4)
-        emb = sphere(ref["input"])
-    assert emb.shape == (2, 1024)
-    assert_close(emb, torch.nn.functional.normalize(ref["lfw_feature_1024"], dim=1), rtol=0, atol=1e-6)
-    # the reference LFW cosine f1.f2/(|f1||f2|+1e-5) equals our dot product to ~1e-5 relative
-    f = ref["lfw_feature_1024"]
-    cos_ref = (f[0] @ f[1]) / (f[0].norm() * f[1].norm() + 1e-5)
-    assert abs(float(emb[0] @ emb[1]) - float(cos_ref)) < 1e-5
+class TestParityIrseIresnetSphere20:
+    """Identity-network parity: IR-SE50, iResNet-50/100 manifests and outputs, CosFace sphere20.
+
+    One class so that ``-k "parity and (irse or iresnet)"`` selects all identity parity tests.
+    """
+
+    # ---------------------------------------------------------------- IR-SE50
+
+    def test_irse_manifest_strict_and_output(self, irse, arcface_dir):
+        model, _ = irse
+        assert manifest(model.state_dict()) == read_manifest(arcface_dir / "manifest_ir_se50.json")
+        assert isinstance(model, IdentityEncoder) and not model.training
+        assert all(not p.requires_grad for p in model.parameters())
+        ref = torch.load(arcface_dir / "parity_ir_se50.pt")
+        assert torch.equal(_to_float(ref["input_uint8_hwc"]), ref["input"])
+        with torch.no_grad():
+            out = model.embed_aligned(ref["input"])
+        assert_close(out, ref["output"], rtol=0, atol=1e-5)
+        assert_close(out, ref["output_float64_ref"], rtol=0, atol=1e-5)
+        assert_close(out.norm(dim=1), torch.ones(2), rtol=0, atol=1e-5)
+
+
+    def test_irse_idloss_path_256(self, irse, arcface_dir):
+        """pSp/e4e extract_feats: x[:, :, 35:223, 32:220] -> AdaptiveAvgPool2d(112) -> facenet."""
+        model, _ = irse
+        ref = torch.load(arcface_dir / "parity_ir_se50.pt")
+        image = _to_float(ref["idloss_input_256_uint8_hwc"])
+        assert_close(model.preprocess(image), ref["idloss_pooled_112"], rtol=0, atol=1e-6)
+        with torch.no_grad():
+            out = model(image)
+        assert_close(out, ref["idloss_output"], rtol=0, atol=1e-5)
+
+
+    def test_irse_old_checkpoint_without_bn_counters(self, irse, arcface_dir):
+        """A PyTorch-0.4-era, DataParallel-saved state: ``module.`` prefixes, no ``num_batches_tracked``."""
+        model, state = irse
+        old = {f"module.{k}": v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+        assert len(old) == len(state) - sum(k.endswith("num_batches_tracked") for k in state) and len(old) < len(state)
+        loaded = load_ir_se50(old, crop="none")
+        ref = torch.load(arcface_dir / "parity_ir_se50.pt")
+        with torch.no_grad():
+            assert torch.equal(loaded(ref["input"]), model.embed_aligned(ref["input"]))
+
+
+    # ---------------------------------------------------------------- iResNet
+
+    def test_iresnet50_manifest_strict_and_output(self, arcface_dir):
+        state = state_from_manifest(read_manifest(arcface_dir / "manifest_iresnet50.json"))
+        model = load_iresnet(state, depth=50, crop="none")
+        assert manifest(model.state_dict()) == read_manifest(arcface_dir / "manifest_iresnet50.json")
+        ref = torch.load(arcface_dir / "parity_iresnet50.pt")
+        with torch.no_grad():
+            raw = model.raw_embedding(ref["input"])
+            out = model(ref["input"])
+        scale = ref["output"].abs().max()
+        assert_close(raw, ref["output"], rtol=1e-4, atol=1e-4 * scale)
+        assert_close(raw, ref["output_float64_ref"], rtol=1e-4, atol=1e-4 * scale)
+        assert_close(out, ref["output_l2norm"], rtol=0, atol=1e-6)
+
+
+    def test_iresnet100_manifest_strict_load(self, arcface_dir):
+        man = read_manifest(arcface_dir / "manifest_iresnet100.json")
+        state = state_from_manifest(man)
+        model = load_iresnet(state)  # depth inferred from the keys
+        assert manifest(model.state_dict()) == man
+        assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == [3, 13, 30, 3]
+        assert sum(p.numel() for p in model.state_dict().values() if p.is_floating_point()) == sum(
+            v.numel() for v in state.values() if v.is_floating_point())
+        x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        with torch.no_grad():
+            out = model(x)
+        assert out.shape == (1, 512) and torch.isfinite(out).all()
+        assert_close(out.norm(dim=1), torch.ones(1), rtol=0, atol=1e-5)
+        with pytest.raises(CorruptCheckpointError, match=r"not iResNet-50"):
+            load_iresnet(state, depth=50)
+
+
+    # ---------------------------------------------------------------- sphere20
+
+    def test_sphere20_manifest_strict_and_output(self, sphere, arcface_dir):
+        assert manifest(sphere.state_dict()) == read_manifest(arcface_dir / "manifest_cosface_sphere20.json")
+        ref = torch.load(arcface_dir / "parity_cosface_sphere20.pt")
+        assert torch.equal(_to_float(ref["input_uint8_hwc"]), ref["input"])
+        with torch.no_grad():
+            assert_close(sphere.raw_embedding(ref["input"]), ref["output"], rtol=1e-4, atol=1e-4)
+            assert_close(sphere.raw_embedding(ref["input_hflip"]), ref["output_hflip"], rtol=1e-4, atol=1e-4)
+            assert_close(sphere.raw_embedding(ref["input"]), ref["output_float64_ref"], rtol=1e-4, atol=1e-4)
+            feat = sphere.mirror_feature(ref["input"])
+            assert_close(feat, ref["lfw_feature_1024"], rtol=1e-4, atol=1e-4)
+            emb = sphere(ref["input"])
+        assert emb.shape == (2, 1024)
+        assert_close(emb, torch.nn.functional.normalize(ref["lfw_feature_1024"], dim=1), rtol=0, atol=1e-6)
+        # the reference LFW cosine f1.f2/(|f1||f2|+1e-5) equals our dot product to ~1e-5 relative
+        f = ref["lfw_feature_1024"]
+        cos_ref = (f[0] @ f[1]) / (f[0].norm() * f[1].norm() + 1e-5)
+        assert abs(float(emb[0] @ emb[1]) - float(cos_ref)) < 1e-5
 
 
 def test_sphere20_mirror_swaps_halves(sphere):
@@ -178,7 +184,7 @@ def test_crop_none_requires_native_size_and_bad_crop_name():
 def test_identity_forward_is_torch_func_compatible(make):
     """vmap over samples equals the batched forward; jvp agrees with the vjp (<u, Jv> = <J^T u, v>)."""
     torch.manual_seed(0)
-    model = make().eval()
+    model = freeze(make())
     size = model.input_size
     x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(4)) * 2 - 1
     with torch.no_grad():
@@ -212,6 +218,7 @@ def test_loader_reads_wrapped_prefixed_file(tmp_path):
     torch.save({"state_dict": state, "epoch": 3}, path)
     loaded = load_sphere20(path)
     assert torch.equal(loaded.fc.weight, state["module.fc.weight"])
+    assert loaded.checkpoint_path == str(path)  # recorded for the bundle's checkpoint hashes
 
 
 def test_loaders_report_truncated_and_wrong_files(tmp_path):

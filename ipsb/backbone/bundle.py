@@ -1,0 +1,244 @@
+"""FaceBackbone: the one frozen bundle of pretrained networks every stage shares.
+
+Components (each an ``nn.Module`` built from config by ``class_path``/``init_args``): ``generator``
+(:class:`Generator`), ``face_model`` (:class:`FaceModel`), ``renderer`` (:class:`Renderer`),
+``regressor`` (:class:`CoeffRegressor`), ``identity`` (:class:`IdentityEncoder`), and optional
+``perceptual`` (LPIPS-like ``(a, b) -> [B]``), ``encoder`` (image -> W+), ``masker``
+(:class:`FaceMasker`), ``pose`` (:class:`PoseEstimator`).
+
+Frozen for good: every parameter has ``requires_grad=False`` and :meth:`train` always keeps the
+bundle in eval mode, so a LightningModule's ``.train()`` cannot switch on dropout/normalisation
+updates. It moves with its parent module (``.to(device)``) like any sub-module.
+
+Provenance: a component that loaded files records them in ``checkpoint_path`` (a path or a list of
+paths); :meth:`checkpoint_files` collects them and :meth:`file_hashes` gives their sha256, which
+stage checkpoints store instead of the backbone's tensors. :meth:`from_config` builds the bundle from
+a config dict or YAML file and keeps that config in :attr:`config` so a stage checkpoint can rebuild it.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+from ipsb.backbone.interfaces import (CoeffRegressor, FaceMasker, FaceModel, Generator, IdentityEncoder,
+                                      PoseEstimator, RenderOutput, Renderer, freeze)
+from ipsb.checkpoints import MissingCheckpointError, sha256_file
+
+COMPONENTS = ("generator", "face_model", "renderer", "regressor", "identity", "perceptual", "encoder",
+              "masker", "pose")
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _import(path: str):
+    module, _, name = path.rpartition(".")
+    if not module:
+        raise ValueError(f"class_path must be a dotted path like 'pkg.module.Class', got {path!r}")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot import class_path {path!r}: {e}") from e
+
+
+def instantiate(spec: Any) -> Any:
+    """Build ``{"class_path": ..., "init_args": {...}}`` (nested specs inside init_args too).
+
+    ``class_path`` may name a class or a factory function (e.g. ``load_rosinality``). Anything that
+    is not such a dict is returned as it is.
+    """
+    if isinstance(spec, Mapping) and "class_path" in spec:
+        target = _import(spec["class_path"])
+        args = {k: instantiate(v) for k, v in dict(spec.get("init_args") or {}).items()}
+        return target(**args)
+    return spec
+
+
+def _plain(obj: Any) -> Any:
+    """Namespaces/Mappings -> plain dicts (jsonargparse configs included), recursively."""
+    if hasattr(obj, "as_dict"):
+        obj = obj.as_dict()
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items() if not str(k).startswith("__")}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return str(obj)
+    return obj
+
+
+def load_config(config: Union[str, os.PathLike, Mapping]) -> dict:
+    """A backbone config (dict or YAML path) -> ``{"class_path": ..., "init_args": {...}}``.
+
+    Accepts the full form, a dict holding only the init args (components), or a path to a YAML file
+    holding either form.
+    """
+    if isinstance(config, (str, os.PathLike)):
+        import yaml
+
+        p = Path(config)
+        if not p.is_file():
+            raise ValueError(f"backbone config file '{p}' not found")
+        config = yaml.safe_load(p.read_text())
+    config = _plain(config)
+    if not isinstance(config, dict):
+        raise ValueError(f"a backbone config must be a mapping, got {type(config).__name__}")
+    if "class_path" not in config:
+        config = {"class_path": f"{FaceBackbone.__module__}.FaceBackbone", "init_args": config}
+    cls = _import(config["class_path"])
+    if not (inspect.isclass(cls) and issubclass(cls, FaceBackbone)):
+        raise ValueError(f"backbone class_path must name FaceBackbone or a subclass, got {config['class_path']!r}")
+    unknown = set(config.get("init_args") or {}) - set(inspect.signature(cls).parameters)
+    if unknown:
+        raise ValueError(f"unknown backbone components {sorted(unknown)}; expected some of {list(COMPONENTS)}")
+    return config
+
+
+def _recorded_files(comp: Optional[nn.Module]) -> list[str]:
+    """Files a component says it loaded: ``checkpoint_path`` (path or list), else the ``checkpoint``
+    or ``path`` attribute when it names an existing file."""
+    if comp is None:
+        return []
+    for attr in ("checkpoint_path", "checkpoint_paths", "checkpoint", "path"):
+        value = getattr(comp, attr, None)
+        if value is None:
+            continue
+        values = [value] if isinstance(value, (str, os.PathLike)) else list(value) if isinstance(value, (list, tuple)) else []
+        files = [str(v) for v in values if isinstance(v, (str, os.PathLike)) and Path(v).is_file()]
+        if files or attr == "checkpoint_path":
+            return files
+    return []
+
+
+class FaceBackbone(nn.Module):
+    """The frozen shared networks (see module docstring) plus the helpers the stages need."""
+
+    def __init__(self, generator: Generator, face_model: FaceModel, renderer: Renderer,
+                 regressor: CoeffRegressor, identity: IdentityEncoder, perceptual: Optional[nn.Module] = None,
+                 encoder: Optional[nn.Module] = None, masker: Optional[FaceMasker] = None,
+                 pose: Optional[PoseEstimator] = None):
+        super().__init__()
+        for name, value in zip(COMPONENTS, (generator, face_model, renderer, regressor, identity, perceptual,
+                                             encoder, masker, pose)):
+            if value is not None and not isinstance(value, nn.Module):
+                raise ValueError(f"backbone component {name!r} must be an nn.Module, got {type(value).__name__}")
+            setattr(self, name, value)
+        #: the config this bundle was built from (set by :meth:`from_config`), else None
+        self.config: Optional[dict] = None
+        freeze(self)
+
+    @classmethod
+    def from_config(cls, config: Union[str, os.PathLike, Mapping]) -> "FaceBackbone":
+        """Build from a config dict / YAML path (see :func:`load_config`); keeps it in ``.config``."""
+        config = load_config(config)
+        target = _import(config["class_path"])
+        built, missing = {}, []
+        for name, spec in dict(config.get("init_args") or {}).items():
+            try:
+                built[name] = instantiate(spec)
+            except MissingCheckpointError as e:   # collect them all, so one error names every file
+                missing.append(f"[{name}] {e}")
+        if missing:
+            raise MissingCheckpointError("cannot build the backbone, checkpoint files missing:\n  " + "\n  ".join(missing))
+        backbone = target(**built)
+        backbone.config = config
+        return backbone
+
+    # --------------------------------------------------------------- frozen-ness
+    def train(self, mode: bool = True) -> "FaceBackbone":
+        """Always eval: the backbone never trains (``mode`` is ignored)."""
+        return super().train(False)
+
+    # --------------------------------------------------------------- provenance
+    def checkpoint_files(self) -> dict[str, str]:
+        """``{component: path}`` of every file a component loaded (``name.1`` ... for several)."""
+        out = {}
+        for name in COMPONENTS:
+            paths = _recorded_files(getattr(self, name))
+            if not paths:
+                continue
+            for i, p in enumerate(paths):
+                out[name if i == 0 else f"{name}.{i}"] = str(p)
+        return out
+
+    def file_hashes(self) -> dict[str, str]:
+        """``{file name: sha256}`` of every file in :meth:`checkpoint_files` (cached by size/mtime)."""
+        out = {}
+        for path in self.checkpoint_files().values():
+            st = os.stat(path)
+            key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+            if key not in _HASH_CACHE:
+                _HASH_CACHE[key] = sha256_file(path)
+            out[Path(path).name] = _HASH_CACHE[key]
+        return out
+
+    def check_hashes(self, expected: Mapping[str, str]) -> None:
+        """Raise ValueError naming each file whose sha256 differs from ``expected`` (or is missing)."""
+        have = self.file_hashes()
+        bad = []
+        for name, digest in expected.items():
+            if name not in have:
+                bad.append(f"'{name}' (expected sha256 {digest[:12]}..., but this backbone did not load it)")
+            elif have[name] != digest:
+                bad.append(f"'{name}' (expected sha256 {digest[:12]}..., found {have[name][:12]}...)")
+        if bad:
+            files = self.checkpoint_files()
+            raise ValueError("backbone checkpoint files differ from those the stage was trained with: "
+                             + "; ".join(bad) + f". Files loaded now: {files}")
+
+    # --------------------------------------------------------------- helpers
+    def _need(self, name: str) -> nn.Module:
+        comp = getattr(self, name)
+        if comp is None:
+            raise ValueError(f"this FaceBackbone has no {name!r} component; add it to the backbone config")
+        return comp
+
+    def synthesize(self, wplus: torch.Tensor, **kwargs):
+        """W+ ``[B,num_ws,w_dim]`` -> image ``[B,3,R,R]`` in [-1,1] (kwargs as ``Generator.synthesis``)."""
+        return self.generator.synthesis(wplus, **kwargs)
+
+    def sample_wplus(self, n: int, seed: int = 0, truncation_psi: float = 1.0) -> torch.Tensor:
+        """``n`` seeded W+ codes ``[n,num_ws,w_dim]`` (one mapped w repeated over rows)."""
+        g = self.generator
+        z_dim = getattr(g, "z_dim", g.w_dim)
+        z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+        dev = next((t.device for t in g.buffers()), None) or next((p.device for p in g.parameters()), torch.device("cpu"))
+        w = g.mapping(z.to(dev), truncation_psi=truncation_psi)
+        return w[:, None].expand(n, g.num_ws, g.w_dim).contiguous()
+
+    def coeffs(self, image: torch.Tensor) -> torch.Tensor:
+        """image ``[B,3,H,W]`` in [-1,1] -> 3DMM coefficients ``[B,C]``."""
+        return self.regressor(image)
+
+    def embed(self, image: torch.Tensor) -> torch.Tensor:
+        """image ``[B,3,H,W]`` in [-1,1] -> L2-normalised identity embedding ``[B,D]``."""
+        return self.identity(image)
+
+    def geometry(self, coeffs: torch.Tensor):
+        """coeffs ``[B,C]`` -> :class:`FaceGeometry` (camera space)."""
+        return self.face_model(coeffs)
+
+    def render_coeffs(self, coeffs: torch.Tensor) -> RenderOutput:
+        """coeffs ``[B,C]`` -> :class:`RenderOutput` (image/mask in [0,1]) through face model + renderer."""
+        geom = self.face_model(coeffs)
+        return self.renderer(geom.vertices, self.face_model.faces, geom.colors)
+
+    def face_mask(self, image: torch.Tensor) -> torch.Tensor:
+        """image ``[B,3,H,W]`` in [-1,1] -> soft face mask ``[B,1,H,W]`` in [0,1] (needs ``masker``)."""
+        return self._need("masker")(image)
+
+    def lpips(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Perceptual distance ``[B]`` of two image batches in [-1,1] (needs ``perceptual``)."""
+        return self._need("perceptual")(a, b)
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """image -> W+ ``[B,num_ws,w_dim]`` (needs ``encoder``)."""
+        return self._need("encoder")(image)
+
+    def head_pose(self, image: torch.Tensor) -> torch.Tensor:
+        """image -> (yaw, pitch, roll) degrees ``[B,3]`` (needs ``pose``)."""
+        return self._need("pose")(image)

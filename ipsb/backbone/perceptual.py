@@ -1,0 +1,72 @@
+"""Perceptual: the LPIPS distance (Zhang et al. 2018) as a frozen backbone component.
+
+Wraps ``lpips.LPIPS`` (its calibrated linear heads ship inside the ``lpips`` package) but never lets
+it download: the ImageNet backbone (AlexNet / VGG16 / SqueezeNet from torchvision) is built
+randomly (``pnet_rand=True`` inside lpips) and its weights are then loaded from a file found in
+this order: ``backbone_weights`` (a path or a name resolved in ``checkpoints/``), the torch hub
+cache (``torch.hub.get_dir()/checkpoints/<torchvision file name>``), ``checkpoints/<that name>``.
+None found -> :class:`MissingCheckpointError` naming the file. ``pnet_rand=True`` keeps the random
+backbone (toy world and tests; seed torch first for determinism).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ipsb.checkpoints import MissingCheckpointError, CorruptCheckpointError, load_torch_file, resolve_checkpoint
+
+#: torchvision's file names for the LPIPS backbones (as stored in the torch hub cache).
+TORCHVISION_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth",
+                     "squeeze": "squeezenet1_1-b8a52dc0.pth"}
+
+
+def find_backbone_weights(net: str, backbone_weights: Optional[str] = None) -> Path:
+    """The torchvision ImageNet weights file for ``net``, or MissingCheckpointError naming it."""
+    if backbone_weights is not None:
+        return resolve_checkpoint(backbone_weights)
+    name = TORCHVISION_FILES[net]
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if hub.is_file():
+        return hub
+    try:
+        return resolve_checkpoint(name)
+    except MissingCheckpointError as e:
+        raise MissingCheckpointError(
+            f"LPIPS needs torchvision's ImageNet {net} weights '{name}' (not downloaded by ipsb): put it in "
+            f"{hub.parent} or in checkpoints/, or pass backbone_weights=<path>. {e}") from e
+
+
+class Perceptual(nn.Module):
+    """LPIPS distance: ``forward(a, b)`` with images ``[B,3,H,W]`` in [-1,1] -> ``[B]`` (>= 0, 0 iff equal)."""
+
+    def __init__(self, net: str = "alex", pnet_rand: bool = False, backbone_weights: Optional[str] = None):
+        super().__init__()
+        if net not in TORCHVISION_FILES:
+            raise ValueError(f"LPIPS net must be one of {sorted(TORCHVISION_FILES)}, got {net!r}")
+        import lpips
+
+        self.net_name = net
+        self.checkpoint_path = None
+        self.lpips = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, verbose=False)
+        if not pnet_rand:
+            path = find_backbone_weights(net, backbone_weights)
+            state = load_torch_file(path, f"torchvision {net} ImageNet weights")
+            target = self.lpips.net.state_dict()
+            mapped = {}
+            for key in target:                     # "slice2.3.weight" <- "features.3.weight"
+                _, idx, param = key.split(".")
+                src = f"features.{idx}.{param}"
+                if src not in state:
+                    raise CorruptCheckpointError(f"'{path}' is not torchvision {net} weights: missing {src}")
+                mapped[key] = state[src]
+            self.lpips.net.load_state_dict(mapped, strict=True)
+            self.checkpoint_path = str(path)
+        self.lpips.eval().requires_grad_(False)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.shape != b.shape or a.dim() != 4 or a.shape[1] != 3:
+            raise ValueError(f"expected two image batches [B,3,H,W] of equal shape, got {list(a.shape)} and {list(b.shape)}")
+        return self.lpips(a, b, normalize=False).flatten()

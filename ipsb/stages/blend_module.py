@@ -1,0 +1,208 @@
+"""Stage 3 (BlendModule): Masked Spatial Feature Transform blending.
+
+Starting from a trained stage-2 checkpoint (:class:`~ipsb.stages.detail_module.DetailModule`; its
+stage-1 editor and per-layer lambda are loaded and frozen), the swap code ``w'`` of a pair is
+synthesised with the trainable :class:`~ipsb.nets.msft.MSFT` modulating the generator's feature maps
+from the target image ``I_t`` and its face mask ``m`` (:class:`~ipsb.nets.face_mask.FaceRegionMask`,
+dilated and feathered)::
+
+    I_result = G(w'; MSFT(I_t, m))
+    L = background_weight * L_b + perceptual_weight * L_p
+    L_b = masked L1 (1 - m) * |I_result - I_t|            (ipsb.losses.background)
+    L_p = LPIPS(I_result, I_t) outside the face (perceptual_region "outside_face", default) or over
+          the whole image ("all")
+
+Inside the face the MSFT leaves the features alone, so the face stays the stage-2 swap's.
+A batch is ``{"w_s", "w_t"}`` (the stage-2 code is computed on the fly) and may carry a precomputed
+stage-2 code ``"w_swap"`` ``[B,num_ws,w_dim]``.
+
+Logged (``train/``, ``val/``): ``loss``, ``loss_b``, ``loss_p``, ``bg_mae`` (mean abs error to the
+target outside the face, = L_b) and ``id_cosine`` (identity cosine of the result to the source);
+validation adds both for the stage-2 image (``*_stage2``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from ipsb.backbone.interfaces import freeze
+from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError
+from ipsb.losses.background import background_l1
+from ipsb.losses.identity import identity_cosine
+from ipsb.losses.perceptual import perceptual_distance
+from ipsb.nets.face_mask import FaceRegionMask
+from ipsb.nets.msft import MSFT
+from ipsb.stages.base import StageModule
+from ipsb.stages.pair_batch import check_pair
+
+REGIONS = ("all", "outside_face")
+
+
+class StageTwoSwap(nn.Module):
+    """The frozen stages 1 + 2 as one module: ``(w_s, w_t, coeff_s, coeff_t) -> (w_s->t, w')``.
+
+    ``editor`` a stage-1 :class:`~ipsb.nets.mapper.SwapEditor`, ``layer_lambda`` the stage-2
+    :class:`~ipsb.nets.layer_lambda.LayerLambda`; ``per_pair_lambda``: its head takes the mapper's
+    3DMM features. All W+ codes ``[B,num_ws,w_dim]``, coefficients ``[B,C]``.
+    """
+
+    def __init__(self, editor: nn.Module, layer_lambda: nn.Module, per_pair_lambda: bool = False):
+        super().__init__()
+        self.editor, self.layer_lambda, self.per_pair_lambda = editor, layer_lambda, bool(per_pair_lambda)
+        freeze(self)
+
+    def train(self, mode: bool = True) -> "StageTwoSwap":
+        return super().train(False)
+
+    def forward(self, w_s: torch.Tensor, w_t: torch.Tensor, coeff_s: torch.Tensor, coeff_t: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        w_st = self.editor(w_s, coeff_s, coeff_t)
+        feats = self.editor.mapper.features(coeff_s, coeff_t) if self.per_pair_lambda else None
+        return w_st, self.layer_lambda.mix(w_st, w_t, feats)
+
+
+def load_detail_stage(path: str, backbone, mapping_checkpoint: Optional[str] = None) -> StageTwoSwap:
+    """A trained :class:`DetailModule` checkpoint -> frozen :class:`StageTwoSwap` around ``backbone``.
+
+    ``mapping_checkpoint`` overrides the stage-1 checkpoint path stored in it (e.g. after moving files).
+    """
+    from ipsb.stages.detail_module import DetailModule
+
+    if not Path(path).is_file():
+        raise MissingCheckpointError(f"stage-2 checkpoint '{path}' not found; train one with "
+                                     f"`ipsb fit --config lightning_configs/toy/detail.yaml` (or detail.yaml)")
+    extra = {} if mapping_checkpoint is None else {"mapping_checkpoint": str(mapping_checkpoint)}
+    try:
+        detail = DetailModule.load_from_checkpoint(path, map_location="cpu", backbone=backbone, **extra)
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CorruptCheckpointError(f"'{path}' is not a readable DetailModule checkpoint: "
+                                     f"{type(e).__name__}: {e}") from e
+    return StageTwoSwap(detail.editor, detail.layer_lambda, detail.per_pair_lambda)
+
+
+class BlendModule(StageModule):
+    """Stage 3. Args (all from config):
+
+    backbone: the frozen :class:`~ipsb.backbone.bundle.FaceBackbone` (``perceptual`` needed when
+        ``perceptual_weight > 0``; ``masker`` for ``mask_source="parser"``).
+    detail_checkpoint: a stage-2 (DetailModule) checkpoint; ``mapping_checkpoint`` overrides the
+        stage-1 path stored inside it.
+    resolutions: generator feature resolutions the MSFT modulates (default: all of them).
+    hidden, trunk_depth, input_size: the MSFT encoder (:class:`~ipsb.nets.msft.MSFT`).
+    mask_source, mask_dilate, mask_feather, mask_threshold: the face mask
+        (:class:`~ipsb.nets.face_mask.FaceRegionMask`).
+    background_weight, perceptual_weight, perceptual_region: the loss (module docstring).
+    lr, weight_decay: AdamW over the MSFT.
+    noise_mode: generator noise mode.
+    """
+
+    def __init__(self, backbone, detail_checkpoint: str, mapping_checkpoint: Optional[str] = None,
+                 resolutions: Optional[Sequence[int]] = None, hidden: int = 32, trunk_depth: int = 2,
+                 input_size: int = 64, mask_source: str = "parser", mask_dilate: float = 8.0,
+                 mask_feather: float = 4.0, mask_threshold: float = 0.5, background_weight: float = 1.0,
+                 perceptual_weight: float = 1.0, perceptual_region: str = "outside_face",
+                 lr: float = 1e-3, weight_decay: float = 0.0, noise_mode: str = "const"):
+        super().__init__(backbone, lr=lr)
+        self.save_hyperparameters()
+        if perceptual_region not in REGIONS:
+            raise ValueError(f"perceptual_region must be one of {REGIONS}, got {perceptual_region!r}")
+        if perceptual_weight > 0 and getattr(self.backbone, "perceptual", None) is None:
+            raise ValueError("BlendModule with perceptual_weight > 0 needs a backbone with a perceptual "
+                             "network (backbone.perceptual) for L_p")
+        gen = self.backbone.generator
+        self.num_ws, self.w_dim = int(gen.num_ws), int(gen.w_dim)
+        self.stage2 = load_detail_stage(detail_checkpoint, self.backbone, mapping_checkpoint)
+        res = tuple(gen.feature_resolutions) if resolutions is None else tuple(int(r) for r in resolutions)
+        self.msft = MSFT.for_generator(gen, res, hidden=hidden, trunk_depth=trunk_depth, input_size=input_size)
+        self.face_mask = FaceRegionMask(mask_source, mask_dilate, mask_feather, mask_threshold)
+        self.weights = dict(b=background_weight, p=perceptual_weight)
+        self.perceptual_region = perceptual_region
+        self.weight_decay, self.noise_mode = weight_decay, noise_mode
+
+    # ------------------------------------------------------------------ the swap
+    @torch.no_grad()
+    def prepare(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Frozen part of a step: source/target images, stage-1/2 codes, the target's face mask."""
+        w_s, w_t = check_pair(batch, self.num_ws, self.w_dim)
+        bb = self.backbone
+        images = bb.generator.synthesis(torch.cat([w_s, w_t]), noise_mode=self.noise_mode)
+        b = w_s.shape[0]
+        image_s, image_t = images[:b], images[b:]
+        if "w_swap" in batch:
+            w_st, w_mix = None, batch["w_swap"]
+            if w_mix.shape != w_s.shape:
+                raise ValueError(f"batch['w_swap'] must be {list(w_s.shape)}, got {list(w_mix.shape)}")
+        else:
+            coeffs = bb.regressor(images)
+            w_st, w_mix = self.stage2(w_s, w_t, coeffs[:b], coeffs[b:])
+        mask = self.face_mask(bb, image_t)
+        return {"w_s": w_s, "w_t": w_t, "w_st": w_st, "w_swap": w_mix, "image_s": image_s, "image_t": image_t,
+                "mask": mask}
+
+    def blend(self, w_swap: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Stage 3: ``G(w_swap)`` with MSFT from ``target`` ``[B,3,R,R]`` and ``mask`` ``[B,1,R,R]``."""
+        return self.msft(self.backbone.generator, w_swap, target, mask, noise_mode=self.noise_mode)
+
+    # ------------------------------------------------------------------ losses
+    def losses(self, prep: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """-> (loss terms incl. ``loss``, blended image)."""
+        outside = 1 - prep["mask"]
+        image = self.blend(prep["w_swap"], prep["image_t"], prep["mask"])
+        terms = {"loss_b": background_l1(image, prep["image_t"], outside).mean()}
+        if self.weights["p"] > 0:
+            lp_mask = outside if self.perceptual_region == "outside_face" else None
+            terms["loss_p"] = perceptual_distance(self.backbone.perceptual, image, prep["image_t"], lp_mask).mean()
+        else:
+            terms["loss_p"] = image.new_zeros(())
+        terms["loss"] = self.weights["b"] * terms["loss_b"] + self.weights["p"] * terms["loss_p"]
+        return terms, image
+
+    @torch.no_grad()
+    def measure(self, image: torch.Tensor, prep: dict) -> dict[str, torch.Tensor]:
+        """Per-sample ``bg_mae`` and ``id_cosine`` ``[B]`` of an image against the pair."""
+        bb = self.backbone
+        return {"bg_mae": background_l1(image, prep["image_t"], 1 - prep["mask"]),
+                "id_cosine": identity_cosine(bb.identity(image), bb.identity(prep["image_s"]))}
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        prep = self.prepare(batch)
+        terms, image = self.losses(prep)
+        bs = prep["w_s"].shape[0]
+        values = dict(terms)
+        if stage != "train":
+            values.update({k: v.mean() for k, v in self.measure(image, prep).items()})
+            with torch.no_grad():
+                img2 = self.backbone.generator.synthesis(prep["w_swap"], noise_mode=self.noise_mode)
+            values.update({k + "_stage2": v.mean() for k, v in self.measure(img2, prep).items()})
+        else:
+            values["bg_mae"] = terms["loss_b"].detach()
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, batch_size=bs, sync_dist=stage != "train",
+                      on_step=stage == "train", on_epoch=True)
+        return terms["loss"]
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    @torch.no_grad()
+    def grid_images(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``{"source", "target", "stage1", "stage2", "swap"}`` images ``[B,3,R,R]`` in [-1,1]."""
+        prep = self.prepare(batch)
+        synth = self.backbone.generator.synthesis
+        out = {"source": prep["image_s"], "target": prep["image_t"]}
+        if prep["w_st"] is not None:
+            out["stage1"] = synth(prep["w_st"], noise_mode=self.noise_mode)
+        out["stage2"] = synth(prep["w_swap"], noise_mode=self.noise_mode)
+        out["swap"] = self.blend(prep["w_swap"], prep["image_t"], prep["mask"])
+        return out
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.msft.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -1,0 +1,178 @@
+"""Stage 2 (DetailModule): bring back the target's attributes the 3DMM cannot see.
+
+Starting from a trained stage-1 checkpoint (its :class:`~ipsb.nets.mapper.SwapEditor`: mapper +
+basis, frozen unless ``finetune_mapper``), the swap is mixed per W+ layer with the target code::
+
+    w_s->t = w_s + reshape(V c)                   (stage 1)
+    w'     = lambda * w_s->t + (1 - lambda) * w_t (lambda [B,num_ws,1] in [0,1], LayerLambda)
+
+``lambda`` starts at 1 on every layer (w' = w_s->t), optionally plus a per-pair head on the mapper's
+3DMM features. Loss (DESIGN.md section 1)::
+
+    L = id_weight * L_id + perceptual_weight * L_p
+        + attr_weight * (geo_weight * L_geo + render_weight * L_render)
+
+``L_p`` = LPIPS (``backbone.perceptual``) between ``G(w')`` and the target image ``G(w_t)``, over
+the whole image (``perceptual_region="all"``) or only outside the target's face mask
+(``"outside_face"``, the default: the face itself must stay the swap's). ``L_id`` and ``L_attr`` as in
+stage 1, on ``M(G(w'))`` = the 3DMM fit of the mixed image.
+
+Logged (``train/``, ``val/``): every loss term, the swap metrics (``exp_error``, ``pose_error``,
+``id_cosine``), ``lpips_outside`` (LPIPS to the target outside the face mask) and in validation the
+same for the stage-1 result (``*_stage1``) and the per-layer ``lambda/<i>``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ipsb.backbone.interfaces import freeze
+from ipsb.losses.identity import identity_cosine
+from ipsb.losses.perceptual import perceptual_distance
+from ipsb.nets.layer_lambda import LayerLambda
+from ipsb.stages.mapping_module import attribute_terms, load_mapping_stage
+from ipsb.stages.base import StageModule
+from ipsb.stages.pair_batch import PairBatch, check_pair, face_mask, measure_pairs
+from ipsb.stages.swap_metrics import SwapMetrics, swap_errors
+
+REGIONS = ("all", "outside_face")
+METRICS = ("exp_error", "pose_error", "id_cosine", "lpips_outside")
+
+
+class DetailModule(StageModule):
+    """Stage 2. Args (all from config):
+
+    backbone: the frozen :class:`~ipsb.backbone.bundle.FaceBackbone` (needs ``perceptual``).
+    mapping_checkpoint: a stage-1 (:class:`~ipsb.stages.mapping_module.MappingModule`) checkpoint.
+    finetune_mapper: train the stage-1 mapper too (at ``mapper_lr``); default frozen.
+    per_pair_lambda: add the per-pair lambda head (input: the mapper's 3DMM features).
+    lambda_init: initial per-layer lambda (1: start at the stage-1 swap).
+    perceptual_region: ``"all"`` or ``"outside_face"`` (L_p only outside the target's face mask).
+    id_weight, perceptual_weight, attr_weight, geo_weight, render_weight: loss weights.
+    lr, mapper_lr, weight_decay: AdamW.
+    noise_mode: generator noise mode.
+    """
+
+    def __init__(self, backbone, mapping_checkpoint: str, finetune_mapper: bool = False,
+                 per_pair_lambda: bool = False, lambda_init: float = 1.0,
+                 perceptual_region: str = "outside_face", id_weight: float = 1.0, perceptual_weight: float = 1.0,
+                 attr_weight: float = 1.0, geo_weight: float = 1.0, render_weight: float = 1.0,
+                 lr: float = 1e-2, mapper_lr: float = 1e-4, weight_decay: float = 0.0, noise_mode: str = "const"):
+        super().__init__(backbone, lr=lr)
+        self.save_hyperparameters()
+        if perceptual_region not in REGIONS:
+            raise ValueError(f"perceptual_region must be one of {REGIONS}, got {perceptual_region!r}")
+        if getattr(self.backbone, "perceptual", None) is None:
+            raise ValueError("DetailModule needs a backbone with a perceptual network (backbone.perceptual) for L_p")
+        gen = self.backbone.generator
+        self.num_ws, self.w_dim = int(gen.num_ws), int(gen.w_dim)
+        self.editor = load_mapping_stage(mapping_checkpoint, self.backbone).editor
+        self.finetune_mapper = bool(finetune_mapper)
+        if not self.finetune_mapper:
+            freeze(self.editor)
+        features = self.editor.mapper.in_dim if per_pair_lambda else 0
+        self.layer_lambda = LayerLambda(self.num_ws, init=lambda_init, pair_features=features)
+        self.per_pair_lambda = bool(per_pair_lambda)
+        self.perceptual_region = perceptual_region
+        self.weights = dict(id=id_weight, p=perceptual_weight, attr=attr_weight, geo=geo_weight,
+                            render=render_weight)
+        self.lr, self.mapper_lr, self.weight_decay, self.noise_mode = lr, mapper_lr, weight_decay, noise_mode
+        self.train_metrics = SwapMetrics(METRICS)
+        self.val_metrics = SwapMetrics(METRICS + tuple(m + "_stage1" for m in METRICS))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.finetune_mapper:
+            self.editor.eval()
+        return self
+
+    # ------------------------------------------------------------------ the swap
+    def mix(self, pairs: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> ``(w_s->t, w')``, both ``[B,num_ws,w_dim]``."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.finetune_mapper):
+            w_st = self.editor(pairs.w_s, pairs.coeff_s, pairs.coeff_t)
+        feats = self.editor.mapper.features(pairs.coeff_s, pairs.coeff_t) if self.per_pair_lambda else None
+        return w_st, self.layer_lambda.mix(w_st, pairs.w_t, feats)
+
+    def swap(self, w_s: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
+        """W+ of the stage-2 swap ``w'`` for source/target codes."""
+        return self.mix(measure_pairs(self.backbone, w_s, w_t, self.noise_mode))[1]
+
+    def outside_mask(self, pairs: PairBatch) -> torch.Tensor:
+        """``1 - face mask`` of the target ``[B,1,R,R]`` in [0,1] (no gradient)."""
+        with torch.no_grad():
+            return 1 - face_mask(self.backbone, pairs.image_t, pairs.coeff_t)
+
+    # ------------------------------------------------------------------ losses
+    def losses(self, pairs: PairBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+        """-> (loss terms incl. ``loss``, per-sample swap metrics, mixed image)."""
+        bb, w = self.backbone, self.weights
+        _, w_mix = self.mix(pairs)
+        image = bb.generator.synthesis(w_mix, noise_mode=self.noise_mode)
+        coeff = bb.regressor(image)
+        cos = identity_cosine(bb.identity(image), pairs.id_s)
+        outside = self.outside_mask(pairs)
+        lp_mask = outside if self.perceptual_region == "outside_face" else None
+        terms = {"loss_id": (1 - cos).mean(),
+                 "loss_p": perceptual_distance(bb.perceptual, image, pairs.image_t, lp_mask).mean()}
+        attr = attribute_terms(bb, pairs, coeff, w["attr"] * w["render"] != 0)
+        terms["loss_geo"], terms["loss_render"] = attr["geo"], attr["render"]
+        terms["loss"] = (w["id"] * terms["loss_id"] + w["p"] * terms["loss_p"]
+                         + w["attr"] * (w["geo"] * terms["loss_geo"] + w["render"] * terms["loss_render"]))
+        with torch.no_grad():
+            metrics = swap_errors(bb, image.detach(), pairs.reference, coeff.detach())
+            metrics["lpips_outside"] = perceptual_distance(bb.perceptual, image.detach(), pairs.image_t, outside)
+        return terms, metrics, image
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        w_s, w_t = check_pair(batch, self.num_ws, self.w_dim)
+        pairs = measure_pairs(self.backbone, w_s, w_t, self.noise_mode)
+        terms, metrics, _ = self.losses(pairs)
+        bs = w_s.shape[0]
+        self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, batch_size=bs, sync_dist=stage != "train",
+                      on_step=stage == "train", on_epoch=True)
+        tracker = self.train_metrics if stage == "train" else self.val_metrics
+        if stage != "train":
+            with torch.no_grad():
+                w_st, _ = self.mix(pairs)
+                img1 = self.backbone.generator.synthesis(w_st, noise_mode=self.noise_mode)
+                m1 = swap_errors(self.backbone, img1, pairs.reference)
+                m1["lpips_outside"] = perceptual_distance(self.backbone.perceptual, img1, pairs.image_t,
+                                                          self.outside_mask(pairs))
+            metrics.update({k + "_stage1": v for k, v in m1.items()})
+            lam = self.layer_lambda(bs, self.editor.mapper.features(pairs.coeff_s, pairs.coeff_t)
+                                    if self.per_pair_lambda else None).mean(0).flatten()
+            self.log_dict({f"{stage}/lambda/{i}": v for i, v in enumerate(lam)}, batch_size=bs, sync_dist=True)
+        tracker.update(metrics)
+        for name, m in tracker.metrics.items():
+            self.log(f"{stage}/{name}", m, on_step=False, on_epoch=True, batch_size=bs)
+        return terms["loss"]
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.layer_lambda.project_()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    @torch.no_grad()
+    def grid_images(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``{"source", "target", "stage1", "swap"}`` images ``[B,3,R,R]`` in [-1,1]."""
+        w_s, w_t = check_pair(batch, self.num_ws, self.w_dim)
+        pairs = measure_pairs(self.backbone, w_s, w_t, self.noise_mode)
+        w_st, w_mix = self.mix(pairs)
+        synth = self.backbone.generator.synthesis
+        return {"source": pairs.image_s, "target": pairs.image_t,
+                "stage1": synth(w_st, noise_mode=self.noise_mode), "swap": synth(w_mix, noise_mode=self.noise_mode)}
+
+    def configure_optimizers(self):
+        groups = [{"params": list(self.layer_lambda.parameters()), "lr": self.lr}]
+        if self.finetune_mapper:
+            groups.append({"params": list(self.editor.parameters()), "lr": self.mapper_lr})
+        return torch.optim.AdamW(groups, weight_decay=self.weight_decay)

@@ -1,0 +1,42 @@
+"""Toy-world fixtures for the stage-3 / swapper tests: briefly trained stage-1 and stage-2 checkpoints.
+
+Stage 1 uses the oracle basis of :mod:`helpers.swap_world` (the toy generator's ground truth) and is
+trained for a few steps only: the stage-3 and swapper tests check blending and plumbing, not the
+quality of stages 1-2 (their own tests and benchmarks do that).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch import Trainer, seed_everything
+
+from helpers.swap_world import save_oracle_basis, toy_backbone
+from ipsb.data.latents import LatentPairDataModule
+
+
+def _fit(module, root: Path, steps: int, name: str, seed: int) -> Path:
+    trainer = Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      limit_val_batches=0, default_root_dir=str(root), deterministic=True)
+    trainer.fit(module, LatentPairDataModule(num_train_pairs=4 * steps, num_val_pairs=2, batch_size=4,
+                                             val_batch_size=2, truncation_psi=0.7, seed=seed))
+    path = root / f"{name}.ckpt"
+    trainer.save_checkpoint(str(path))
+    return path
+
+
+def stage_checkpoints(root: Path, mapping_steps: int = 2, detail_steps: int = 1) -> tuple[Path, Path]:
+    """-> (stage-1 checkpoint, stage-2 checkpoint) trained briefly in ``root`` on the toy backbone."""
+    from ipsb.stages.detail_module import DetailModule
+    from ipsb.stages.mapping_module import MappingModule
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    basis = save_oracle_basis(root / "basis.pt")
+    seed_everything(0)
+    mapping = MappingModule(toy_backbone(), basis=str(basis), hidden_dim=32, depth=2, lr=1e-2)
+    mapping_ckpt = _fit(mapping, root, mapping_steps, "mapping", seed=0)
+    seed_everything(0)
+    detail = DetailModule(toy_backbone(), mapping_checkpoint=str(mapping_ckpt), lr=0.02)
+    detail_ckpt = _fit(detail, root, detail_steps, "detail", seed=1)
+    return mapping_ckpt, detail_ckpt
