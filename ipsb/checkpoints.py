@@ -43,6 +43,9 @@ REGISTRY: dict[str, CheckpointInfo] = {c.name: c for c in [
                    "Basel Face Model 2009 front part as prepared by Deep3DFaceRecon (with Exp_Pca.bin)",
                    "Deep3DFaceRecon_pytorch README 'Prepare prerequisite models' (BFM 2009 licence from "
                    "the University of Basel + Expression basis from Guo et al.)"),
+    CheckpointInfo("similarity_Lm3D_all.mat",
+                   "Deep3DFaceRecon 3D landmark template used by its 5-point image alignment",
+                   "sicxu/Deep3DFaceRecon_pytorch repository, BFM/similarity_Lm3D_all.mat"),
     CheckpointInfo("model_ir_se50.pth",
                    "IR-SE50 ArcFace identity network (the ID loss of pSp/e4e)",
                    "eladrich/pixel2style2pixel or omertov/encoder4editing README (auxiliary models)"),
