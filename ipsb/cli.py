@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "toy-report": ("ipsb.backbone.toy.report:main", "accuracy of the toy world's trained networks"),
     "align": ("ipsb.data.align_cli:main", "FFHQ-align photos with dlib (crop + matrix to paste back)"),
+    "swap": ("ipsb.swap_cli:main", "swap the face of a source photo onto a photo, a video or a folder"),
 }
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")

@@ -10,6 +10,7 @@ backbone (toy world and tests; seed torch first for determinism).
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -50,7 +51,9 @@ class Perceptual(nn.Module):
 
         self.net_name = net
         self.checkpoint_path = None
-        self.lpips = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, verbose=False)
+        with warnings.catch_warnings():      # torchvision's "pretrained is deprecated" noise
+            warnings.simplefilter("ignore", UserWarning)
+            self.lpips = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, verbose=False)
         if not pnet_rand:
             path = find_backbone_weights(net, backbone_weights)
             state = load_torch_file(path, f"torchvision {net} ImageNet weights")

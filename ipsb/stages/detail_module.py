@@ -27,6 +27,7 @@ from typing import Optional
 
 import torch
 
+from ipsb.backbone.bundle import FaceBackbone
 from ipsb.backbone.interfaces import freeze
 from ipsb.losses.identity import identity_cosine
 from ipsb.losses.perceptual import perceptual_distance
@@ -54,7 +55,7 @@ class DetailModule(StageModule):
     noise_mode: generator noise mode.
     """
 
-    def __init__(self, backbone, mapping_checkpoint: str, finetune_mapper: bool = False,
+    def __init__(self, backbone: FaceBackbone, mapping_checkpoint: str, finetune_mapper: bool = False,
                  per_pair_lambda: bool = False, lambda_init: float = 1.0,
                  perceptual_region: str = "outside_face", id_weight: float = 1.0, perceptual_weight: float = 1.0,
                  attr_weight: float = 1.0, geo_weight: float = 1.0, render_weight: float = 1.0,

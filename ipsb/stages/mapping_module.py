@@ -29,6 +29,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from ipsb.backbone.bundle import FaceBackbone
 from ipsb.basis.artifact import Basis
 from ipsb.basis.layers import layer_mask
 from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError, sha256_file
@@ -69,7 +70,7 @@ class MappingModule(StageModule):
     noise_mode: the generator's noise mode during training and validation.
     """
 
-    def __init__(self, backbone, basis: Optional[str] = None, mode: str = "basis",
+    def __init__(self, backbone: FaceBackbone, basis: Optional[str] = None, mode: str = "basis",
                  basis_groups: Optional[list[str]] = None, layers: Union[None, str, list[int]] = None,
                  hidden_dim: int = 256, depth: int = 3,
                  source_groups: Sequence[str] = DEFAULT_SOURCE_GROUPS,

@@ -27,6 +27,7 @@ def test_basis_config_parses(name):
     assert args["overwrite"] is False
 
 
+@pytest.mark.slow
 def test_basis_toy_config_fits_and_writes(tmp_path):
     out = tmp_path / "toy_basis.pt"
     main(["fit", "--config", str(CONFIGS / "toy/basis.yaml"), "--model.init_args.output_path", str(out),

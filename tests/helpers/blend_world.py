@@ -40,3 +40,24 @@ def stage_checkpoints(root: Path, mapping_steps: int = 2, detail_steps: int = 1)
     detail = DetailModule(toy_backbone(), mapping_checkpoint=str(mapping_ckpt), lr=0.02)
     detail_ckpt = _fit(detail, root, detail_steps, "detail", seed=1)
     return mapping_ckpt, detail_ckpt
+
+
+_CACHE: dict = {}
+
+
+def blend_checkpoint(root: Path, detail_ckpt: Path, steps: int = 2) -> Path:
+    """A stage-3 (BlendModule) checkpoint trained ``steps`` steps (lr 1e-2) on the toy backbone."""
+    from ipsb.stages.blend_module import BlendModule
+
+    seed_everything(0)
+    blend = BlendModule(toy_backbone(), detail_checkpoint=str(detail_ckpt), lr=1e-2, hidden=16)
+    return _fit(blend, Path(root), steps, "blend", seed=2)
+
+
+def cached_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """``{"mapping", "detail", "blend"}`` checkpoints, made once per test session."""
+    if "ckpts" not in _CACHE:
+        root = tmp_path_factory.mktemp("stage_ckpts")
+        mapping, detail = stage_checkpoints(root, mapping_steps=1, detail_steps=1)
+        _CACHE["ckpts"] = {"mapping": mapping, "detail": detail, "blend": blend_checkpoint(root, detail)}
+    return _CACHE["ckpts"]

@@ -1,0 +1,268 @@
+"""EvaluationModule: ``ipsb test`` runs the FF++ or CelebA-HQ protocol and writes the results table.
+
+Rows (one per swap producer, all measured on the same items in one pass):
+
+* the data's own swaps, when batches carry ``"swap"`` (FF++ ``swaps: manipulated`` -- FF++'s
+  Deepfakes/FaceSwap/FaceShifter videos, the paper's baseline rows -- or a folder of precomputed
+  swaps for FF++ or CelebA-HQ); named ``data_swaps_name`` (default: the FF++ method or the folder name);
+* each :class:`ipsb.eval.methods.SwapMethod` in ``methods`` (the ipsb swapper from stage checkpoints,
+  trivial bounds...), applied to the batch's aligned source/target.
+
+FF++ (``benchmark: ffpp``, :class:`ipsb.data.ffpp.FFPPDataModule`, loaders ``[pairs, gallery]``):
+per pair item the swap's identity embedding is ranked against the gallery (all selected source
+frames) -> ID retrieval top-k, and compared with the source image's -> ID cosine; expression and
+pose are compared with the target frame's. CelebA-HQ (``benchmark: celebahq``,
+:class:`ipsb.data.celebahq.CelebAHQDataModule`): the same plus FID of the swaps against the image
+folder (real statistics cached under ``fid_cache_dir`` by a hash of the image list and the feature
+network); the retrieval gallery is the distinct source images of the pairs list.
+
+DDP: every metric keeps per-sample states de-duplicated by ``sample_index`` (exact whatever the
+sampler padding); ``compute()`` runs on every rank (collective), only rank 0 writes the table.
+An existing table is refused at the start (before any work) unless ``overwrite: true``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from ipsb.backbone.bundle import instantiate
+from ipsb.checkpoints import sha256_file
+from ipsb.eval.methods import SwapMethod
+from ipsb.eval.networks import MetricNetworks
+from ipsb.eval.table import build_table, check_benchmark, check_writable, table_paths, write_table
+from ipsb.metrics import FID, ExpressionError, IDRetrieval, IDSimilarity, PoseError
+from ipsb.metrics.sample_dedup import cat_state
+
+
+def _scalar(x: torch.Tensor) -> float:
+    return float(x.detach().cpu())
+
+
+class EvaluationModule(LightningModule):
+    """See the module docstring.
+
+    Args:
+        networks: the metric networks' config dict or a YAML path (a built :class:`MetricNetworks`
+            is accepted from Python; the annotation stays ``dict`` so LightningCLI keeps nested
+            ``class_path`` specs, which may name factory functions, for :meth:`MetricNetworks.from_config`).
+        benchmark: ``ffpp`` or ``celebahq``.
+        methods: swap methods (instances or ``{class_path, init_args}`` specs), one row each.
+        data_swaps_name: row name of the data's own swaps (default derived from the DataModule).
+        output_dir / table_name / overwrite: where the ``.md`` + ``.json`` go (default name = benchmark).
+        top_k: ID retrieval ranks reported (top-1 and top-5 are the table's columns).
+        fid_cache_dir: folder of cached real FID statistics (CelebA-HQ); None: recompute every run.
+        fid_batch_size: batch size when computing the real statistics.
+        notes: free-text lines added to the table.
+    """
+
+    def __init__(self, networks: Union[dict, str], benchmark: str = "ffpp",
+                 methods: Optional[Sequence[Union[SwapMethod, dict]]] = None, data_swaps_name: Optional[str] = None,
+                 output_dir: str = "outputs/eval", table_name: Optional[str] = None, overwrite: bool = False,
+                 top_k: Sequence[int] = (1, 5), fid_cache_dir: Optional[str] = None, fid_batch_size: int = 16,
+                 notes: Sequence[str] = ()):
+        super().__init__()
+        self.benchmark = check_benchmark(benchmark)
+        self.networks = networks if isinstance(networks, MetricNetworks) else MetricNetworks.from_config(networks)
+        built = [m if isinstance(m, nn.Module) else instantiate(m) for m in (methods or [])]
+        for m in built:
+            if not isinstance(m, SwapMethod):
+                raise ValueError(f"methods must be SwapMethod instances/specs, got {type(m).__name__}")
+        names = [m.name for m in built]
+        if len(set(names)) != len(names):
+            raise ValueError(f"swap method names must be unique, got {names}")
+        self.methods = nn.ModuleList(built)
+        self.data_swaps_name = data_swaps_name
+        self.output_dir, self.table_name, self.overwrite = output_dir, table_name or benchmark, overwrite
+        self.top_k = tuple(int(k) for k in top_k)
+        if 1 not in self.top_k or 5 not in self.top_k:
+            raise ValueError(f"top_k must include 1 and 5 (the table's columns), got {self.top_k}")
+        if self.benchmark == "celebahq" and self.networks.fid is None:
+            raise ValueError("the CelebA-HQ benchmark reports FID: add a 'fid' feature network to the metric networks")
+        self.fid_cache_dir, self.fid_batch_size, self.notes = fid_cache_dir, int(fid_batch_size), list(notes)
+        self.row_names: list[str] = []
+        self.row_metrics = nn.ModuleList()
+        self.results: list[dict] = []
+        self.written: Optional[tuple[Path, Path]] = None
+        self._gallery_ids: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ setup
+    def _datamodule(self):
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None:
+            raise ValueError("EvaluationModule needs a DataModule (FFPPDataModule or CelebAHQDataModule) "
+                             "passed to trainer.test(model, datamodule=...)")
+        return dm
+
+    def _data_swaps_row(self, dm) -> Optional[str]:
+        swaps = getattr(dm, "swaps", None)
+        if swaps is None:
+            return None
+        if self.data_swaps_name:
+            return self.data_swaps_name
+        if swaps == "manipulated":
+            return f"{getattr(dm, 'method', 'manipulated')} (dataset videos)"
+        return f"{Path(str(swaps)).name} (precomputed)"
+
+    def _new_metrics(self) -> nn.ModuleDict:
+        pose_inputs = "logits" if self.networks.pose_has_logits else "degrees"
+        a, b = self.networks.expression_slice
+        d = {"retrieval": IDRetrieval(top_k=self.top_k), "similarity": IDSimilarity(),
+             "expression": ExpressionError(num_coeffs=b - a)}
+        if self.networks.pose is not None:
+            d["pose"] = PoseError(inputs=pose_inputs)
+        if self.benchmark == "celebahq":
+            d["fid"] = FID(feature=self.networks.fid)
+        return nn.ModuleDict(d)
+
+    def on_test_start(self) -> None:
+        check_writable(self.output_dir, self.table_name, self.overwrite)   # every rank: fail before work
+        dm = self._datamodule()
+        rows = ([self._data_swaps_row(dm)] if self._data_swaps_row(dm) else []) + [m.name for m in self.methods]
+        if not rows:
+            raise ValueError("nothing to evaluate: the DataModule provides no swaps (set its swaps option) and "
+                             "no swap methods are configured (methods: [...])")
+        if len(set(rows)) != len(rows):
+            raise ValueError(f"row names must be unique, got {rows}; set data_swaps_name")
+        self.row_names = rows
+        self.row_metrics = nn.ModuleList([self._new_metrics() for _ in rows]).to(self.device)
+        self.results, self.written = [], None
+        if self.benchmark == "celebahq":
+            dm.setup("test")
+            sources = sorted({s for s, _ in dm.dataset.pairs})
+            self._gallery_ids = {s: i for i, s in enumerate(sources)}
+            self._prepare_fid(dm)
+
+    def _prepare_fid(self, dm) -> None:
+        """Real-image FID statistics of the CelebA-HQ folder (this rank's share, synced), shared by all rows."""
+        from ipsb.data.image_folder import load_image
+
+        files = dm.dataset.files()
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        mine = list(range(rank, len(files), world))
+        size = dm.dataset.image_size
+
+        def batches():
+            for s in range(0, len(mine), self.fid_batch_size):
+                idx = mine[s:s + self.fid_batch_size]
+                imgs = torch.stack([load_image(dm.dataset.root / files[i], size) for i in idx]).to(self.device)
+                yield imgs, torch.tensor(idx, device=self.device)
+
+        first: FID = self.row_metrics[0]["fid"]
+        with torch.no_grad():
+            if self.fid_cache_dir:
+                first.use_cached_real_statistics(self.fid_cache_dir, files, batches)
+            else:
+                for imgs, idx in batches():
+                    first.update(imgs, real=True, sample_index=idx)
+            stats = first.real_statistics()          # collective: every rank gets the global statistics
+        for metrics in self.row_metrics:
+            metrics["fid"].clear_real_statistics()
+            metrics["fid"]._real_stats = stats
+
+    # ------------------------------------------------------------------ steps
+    def _swaps(self, batch: dict) -> list[torch.Tensor]:
+        out = []
+        if "swap" in batch:
+            out.append(batch["swap"])
+        elif self.row_names and len(self.row_names) > len(self.methods):
+            raise ValueError("the DataModule was configured with swaps but a batch has no 'swap' entry")
+        for m in self.methods:
+            out.append(m(batch["source"], batch["target"]))
+        for name, s in zip(self.row_names, out):
+            if s.shape != batch["target"].shape:
+                raise ValueError(f"swap method {name!r} returned {list(s.shape)}, expected the target's "
+                                 f"{list(batch['target'].shape)}")
+        return out
+
+    @torch.no_grad()
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        nets = self.networks
+        if self.benchmark == "ffpp" and dataloader_idx == 1:           # the gallery of source frames
+            emb = nets.embed(batch["image"])
+            for metrics in self.row_metrics:
+                metrics["retrieval"].update_gallery(emb, batch["video_id"], batch["sample_index"])
+            return
+        idx = batch["sample_index"]
+        src_emb = nets.embed(batch["source"])
+        tgt_exp = nets.expression(batch["target"])
+        tgt_pose = nets.head_pose(batch["target"])
+        if self.benchmark == "ffpp":
+            src_id = batch["source_id"]
+        else:
+            names = batch["source_name"]
+            src_id = torch.tensor([self._gallery_ids[n] for n in names], device=idx.device)
+            for metrics in self.row_metrics:
+                metrics["retrieval"].update_gallery(src_emb, src_id, src_id)
+        for metrics, swap in zip(self.row_metrics, self._swaps(batch)):
+            emb = nets.embed(swap)
+            metrics["retrieval"].update(emb, src_id, idx)
+            metrics["similarity"].update(emb, src_emb, idx)
+            metrics["expression"].update(nets.expression(swap), tgt_exp, idx)
+            if "pose" in metrics:
+                metrics["pose"].update(nets.head_pose(swap), tgt_pose, idx)
+            if "fid" in metrics:
+                metrics["fid"].update(swap, real=False, sample_index=idx)
+
+    # ------------------------------------------------------------------ results
+    def _row(self, name: str, metrics: nn.ModuleDict) -> dict[str, Any]:
+        ret = metrics["retrieval"].compute()
+        exp = metrics["expression"].compute()
+        row = {"method": name, "source": "measured",
+               "id_top1_pct": 100 * _scalar(ret["top1"]), "id_top5_pct": 100 * _scalar(ret["top5"]),
+               "id_cosine": _scalar(metrics["similarity"].compute()),
+               "exp_l2": _scalar(exp["l2"]), "exp_sqrt_mse": _scalar(exp["sqrt_mse"])}
+        for k in self.top_k:
+            row[f"id_top{k}_pct"] = 100 * _scalar(ret[f"top{k}"])
+        if "pose" in metrics:
+            pose = metrics["pose"].compute()
+            row["pose_deg"] = _scalar(pose["deg_l2"])
+            row["pose_bin_sqrt_mse"] = _scalar(pose["bin_sqrt_mse"]) if "bin_sqrt_mse" in pose else None
+        if "fid" in metrics:
+            row["fid"] = _scalar(metrics["fid"].compute())
+        sim = metrics["similarity"]
+        with sim.sync_context(should_sync=True):
+            row["num_items"] = int(torch.unique(cat_state(sim.sample_index)).numel())
+        return row
+
+    def _manifest_record(self, dm) -> Optional[dict]:
+        m = getattr(dm, "manifest", None)
+        if m is not None:
+            path = getattr(dm, "manifest_path", None)
+            return {"path": path, "sha256": sha256_file(path) if path and Path(path).is_file() else None,
+                    "list_sha256": m.list_sha256, "counts": m.data.get("counts"), "config": m.config}
+        ds = getattr(dm, "dataset", None)
+        if ds is not None and hasattr(ds, "pairs"):
+            import hashlib
+            import json
+
+            pf = getattr(dm, "pairs_file", None)
+            listing = hashlib.sha256(json.dumps(ds.files()).encode()).hexdigest()
+            return {"path": str(pf), "sha256": sha256_file(pf) if pf and Path(pf).is_file() else None,
+                    "list_sha256": listing, "counts": {"pairs": len(ds.pairs), "images": len(ds.files())}}
+        return None
+
+    def on_test_epoch_end(self) -> None:
+        self.results = [self._row(n, m) for n, m in zip(self.row_names, self.row_metrics)]  # collective
+        if not self.trainer.is_global_zero:
+            return
+        dm = self._datamodule()
+        networks = {"classes": self.networks.describe(), "files": self.networks.file_hashes(),
+                    "expression_slice": list(self.networks.expression_slice),
+                    "pose_form": "logits" if self.networks.pose_has_logits else "degrees"}
+        settings = {"world_size": self.trainer.world_size, "top_k": list(self.top_k),
+                    "datamodule": type(dm).__name__,
+                    **{k: getattr(dm, k) for k in ("method", "frames_per_video", "source_frame", "image_size",
+                                                   "swaps", "limit_pairs") if hasattr(dm, k)}}
+        settings = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in settings.items()}
+        table = build_table(self.benchmark, self.results, networks, self._manifest_record(dm), settings, self.notes)
+        self.written = write_table(table, self.output_dir, self.table_name, self.overwrite)
+        print(f"[ipsb] {self.benchmark} results table: {self.written[0]} and {self.written[1]}")
+
+    def table_files(self) -> tuple[Path, Path]:
+        """``(markdown, json)`` paths of this module's table."""
+        return table_paths(self.output_dir, self.table_name)

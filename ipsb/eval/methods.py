@@ -1,0 +1,79 @@
+"""What produces the swaps the harness evaluates (one table row each).
+
+A :class:`SwapMethod` maps aligned ``source``/``target`` batches ``[B,3,S,S]`` in [-1,1] to a swap
+batch of the same shape and range; its ``name`` labels the table row. Swaps the *data* already holds
+(FF++'s own manipulated videos, a folder of precomputed swaps: ``batch["swap"]``) need no method: the
+evaluator rows them under its ``data_swaps_name``.
+
+* :class:`CopyTarget` / :class:`CopySource` -- trivial bounds (swap = target: zero pose/expression
+  error, target identity; swap = source: source identity, source pose/expression). Useful sanity
+  rows and test oracles.
+* :class:`IpsbSwapper` -- the ipsb swapper (:class:`ipsb.swap.FaceSwapper`) from stage checkpoints;
+  the final (stage 3) result, or ``output: stage1 | stage2``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+class SwapMethod(nn.Module):
+    """source, target ``[B,3,S,S]`` in [-1,1] -> swap ``[B,3,S,S]`` in [-1,1]; ``name`` labels the row."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        if not name or not isinstance(name, str):
+            raise ValueError(f"a swap method needs a non-empty name, got {name!r}")
+        self.name = name
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class CopyTarget(SwapMethod):
+    """swap = target (lower bound on pose/expression error; identity is the target's)."""
+
+    def __init__(self, name: str = "copy target"):
+        super().__init__(name)
+
+    def forward(self, source, target):
+        return target
+
+
+class CopySource(SwapMethod):
+    """swap = source (identity bound; pose/expression are the source's)."""
+
+    def __init__(self, name: str = "copy source"):
+        super().__init__(name)
+
+    def forward(self, source, target):
+        return source
+
+
+class IpsbSwapper(SwapMethod):
+    """ipsb's :class:`~ipsb.swap.FaceSwapper` on aligned crops (resized to/from its resolution).
+
+    Args: ``checkpoints`` -- keyword arguments of ``FaceSwapper.from_checkpoints`` (stage checkpoint
+    paths, backbone config); ``output`` -- ``final``, ``stage2`` or ``stage1``.
+    """
+
+    def __init__(self, checkpoints: dict, output: str = "final", name: str = "StyleIPSB (ipsb)"):
+        super().__init__(name)
+        if output not in ("final", "stage2", "stage1"):
+            raise ValueError(f"IpsbSwapper.output must be final, stage2 or stage1, got {output!r}")
+        from ipsb.swap import FaceSwapper
+
+        self.swapper = FaceSwapper.from_checkpoints(**checkpoints)
+        self.output = output
+
+    def forward(self, source, target):
+        from ipsb.swap import swap_pairs
+
+        size = target.shape[-1]
+        out = swap_pairs(self.swapper, source, target)[self.output]
+        if out.shape[-1] != size:
+            out = torch.nn.functional.interpolate(out, size=(size, size), mode="bilinear", align_corners=False,
+                                                  antialias=out.shape[-1] > size)
+        return out.clamp(-1, 1)
