@@ -151,8 +151,10 @@ class FaceSwapper(nn.Module):
                          backbone: Union[FaceBackbone, dict, str, os.PathLike], **kwargs) -> "FaceSwapper":
         """Build from the stage-1/2/3 checkpoints and the backbone (object, config dict or YAML path).
 
-        ``blend_ckpt=None`` skips stage 3. The backbone's checkpoint files must be those the stages
-        were trained with (sha256, else ValueError naming the file). kwargs go to the constructor.
+        ``blend_ckpt=None`` skips stage 3. A stage-3 checkpoint also stores the stage-1/2 weights it
+        was trained with, and those are used (the stage-1/2 files then only give the architecture).
+        The backbone's checkpoint files must be those the stages were trained with (sha256, else
+        ValueError naming the file). kwargs go to the constructor.
         """
         if not isinstance(backbone, FaceBackbone):
             backbone = FaceBackbone.from_config(backbone)

@@ -13,7 +13,7 @@ evaluator rows them under its ``data_swaps_name``.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -55,24 +55,38 @@ class CopySource(SwapMethod):
 class IpsbSwapper(SwapMethod):
     """ipsb's :class:`~ipsb.swap.FaceSwapper` on aligned crops (resized to/from its resolution).
 
-    Args: ``checkpoints`` -- keyword arguments of ``FaceSwapper.from_checkpoints`` (stage checkpoint
-    paths, backbone config); ``output`` -- ``final``, ``stage2`` or ``stage1``.
+    Args: ``mapping_ckpt``, ``detail_ckpt``, ``blend_ckpt`` (None: no stage 3) and ``backbone``
+    (config dict or YAML path) -- as ``FaceSwapper.from_checkpoints``; ``swapper_args`` -- its
+    constructor options (``inversion``, ``invert_steps``...); ``output`` -- ``final``, ``stage2`` or
+    ``stage1``; ``swapper`` -- an already built FaceSwapper instead of the checkpoints (Python use).
+
+    Inversion by optimisation needs gradients: inputs are cloned out of inference mode, so it also
+    runs under Lightning's ``trainer.test`` (which uses ``torch.inference_mode``).
     """
 
-    def __init__(self, checkpoints: dict, output: str = "final", name: str = "StyleIPSB (ipsb)"):
+    def __init__(self, mapping_ckpt: Optional[str] = None, detail_ckpt: Optional[str] = None,
+                 blend_ckpt: Optional[str] = None, backbone: Optional[Union[dict, str]] = None,
+                 swapper_args: Optional[dict] = None, output: str = "final", name: str = "StyleIPSB (ipsb)",
+                 swapper: Optional[nn.Module] = None):
         super().__init__(name)
         if output not in ("final", "stage2", "stage1"):
             raise ValueError(f"IpsbSwapper.output must be final, stage2 or stage1, got {output!r}")
-        from ipsb.swap import FaceSwapper
+        if swapper is None:
+            if mapping_ckpt is None or detail_ckpt is None or backbone is None:
+                raise ValueError("IpsbSwapper needs mapping_ckpt, detail_ckpt and backbone (or a built swapper)")
+            from ipsb.swap import FaceSwapper
 
-        self.swapper = FaceSwapper.from_checkpoints(**checkpoints)
+            swapper = FaceSwapper.from_checkpoints(mapping_ckpt, detail_ckpt, blend_ckpt, backbone,
+                                                   **(swapper_args or {}))
+        self.swapper = swapper
         self.output = output
 
     def forward(self, source, target):
         from ipsb.swap import swap_pairs
 
         size = target.shape[-1]
-        out = swap_pairs(self.swapper, source, target)[self.output]
+        with torch.inference_mode(False):
+            out = swap_pairs(self.swapper, source.clone(), target.clone())[self.output]
         if out.shape[-1] != size:
             out = torch.nn.functional.interpolate(out, size=(size, size), mode="bilinear", align_corners=False,
                                                   antialias=out.shape[-1] > size)

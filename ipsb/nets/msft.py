@@ -27,7 +27,7 @@ are plain torch layers.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -175,6 +175,11 @@ class MappingModule(StageModule):
                                                  noise_mode=self.noise_mode)
         return {"source": pairs.image_s, "target": pairs.image_t, "swap": swap}
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["ipsb_basis"] = {"path": self.hparams.get("basis"), "sha256": self.basis_sha256,
+                                    "mode": self.mode}
+
     def configure_optimizers(self):
         params = [p for p in self.trainable_parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)

@@ -120,3 +120,20 @@ def test_ffpp_harness_errors(tree, nets, tmp_path):
         EvaluationModule(nets, "lfw")
     with pytest.raises(ValueError, match="fid"):
         EvaluationModule(nets, "celebahq", methods=[CopyTarget()])
+
+
+def test_metric_networks_config_checks_and_hopenet_logits(tree, tmp_path):
+    with pytest.raises(ValueError, match="unknown metric network"):
+        MetricNetworks.from_config({**toy_networks(), "bogus": {"class_path": "torch.nn.Identity"}})
+    with pytest.raises(ValueError, match="'identity'"):
+        MetricNetworks.from_config({"regressor": toy_networks()["regressor"]})
+    # a pose network with HopeNet's 66-bin logits interface gives both pose forms
+    spec = {**toy_networks(), "pose": {"class_path": "harness_helpers.TinyBinPose"}}
+    nets = MetricNetworks.from_config(spec)
+    assert nets.pose_has_logits and nets.expression_slice == (8, 14)
+    module = EvaluationModule(nets, "ffpp", methods=[CopyTarget(), CopySource()], output_dir=str(tmp_path))
+    rows = run(module, datamodule(tree, tmp_path, swaps=None))
+    row = rows["copy target"]
+    assert row["pose_deg"] == pytest.approx(0, abs=1e-4) and row["pose_bin_sqrt_mse"] == pytest.approx(0, abs=1e-6)
+    assert rows["copy source"]["pose_bin_sqrt_mse"] > 0
+    assert json.loads((tmp_path / "ffpp.json").read_text())["networks"]["pose_form"] == "logits"

@@ -61,3 +61,28 @@ def cached_checkpoints(tmp_path_factory) -> dict[str, Path]:
         mapping, detail = stage_checkpoints(root, mapping_steps=1, detail_steps=1)
         _CACHE["ckpts"] = {"mapping": mapping, "detail": detail, "blend": blend_checkpoint(root, detail)}
     return _CACHE["ckpts"]
+
+
+def toy_backbone_yaml(path: Path, resolution: int = 32) -> Path:
+    """Write the toy backbone config at ``resolution`` px (what :func:`toy_backbone` builds) to ``path``."""
+    import yaml
+
+    from helpers.swap_world import TOY_BACKBONE
+
+    cfg = yaml.safe_load(TOY_BACKBONE.read_text())
+    args = cfg["init_args"]
+    args["generator"].setdefault("init_args", {})["resolution"] = resolution
+    args["face_model"].setdefault("init_args", {})["image_size"] = resolution
+    args["renderer"].setdefault("init_args", {})["image_size"] = resolution
+    Path(path).write_text(yaml.safe_dump(cfg))
+    return Path(path)
+
+
+def swapper(ckpts: dict, blend: bool = True, **kwargs):
+    """A :class:`FaceSwapper` on the cached toy checkpoints (fast settings unless overridden)."""
+    from ipsb.swap import FaceSwapper
+
+    kwargs.setdefault("invert_steps", 4)
+    kwargs.setdefault("invert_perceptual", 0.0)
+    return FaceSwapper.from_checkpoints(ckpts["mapping"], ckpts["detail"], ckpts["blend"] if blend else None,
+                                        toy_backbone(), **kwargs)

@@ -116,13 +116,14 @@ class SoftRenderer(Renderer):
             idx = dist.topk(K, dim=-1, largest=False).indices                    # [B,T,K]
         F_, D = faces.shape[0], packed.shape[-1]
         sel = packed[:, None].expand(B, T, F_, D).gather(2, idx[..., None].expand(B, T, K, D))
-        sel = sel.permute(0, 1, 3, 2)                                             # [B,T,46,K]
+        sel = sel.permute(0, 1, 3, 2).contiguous()                                # [B,T,46,K]
         edge = sel[:, :, :21].reshape(B, T, 3, 7 * K)
         x = (self.pix @ edge).view(B, T, Q, 7, K).amin(dim=3)                      # [B,T,Q,K]
-        cov = torch.sigmoid(x + self.COVERAGE_SHIFT)
+        front = (area2 > 0).to(x.dtype)[:, None].expand(B, T, F_).gather(2, idx)    # back faces: no coverage
+        cov = torch.sigmoid(x + self.COVERAGE_SHIFT) * front[:, :, None]
         planes = sel[:, :, 21:36].reshape(B, T, 3, 5 * K)
         val = (self.pix @ planes).view(B, T, Q, 5, K)                              # per-face r,g,b,depth,inv
-        val = torch.maximum(torch.minimum(val, sel[:, :, None, 41:46]), sel[:, :, None, 36:41])
+        val = torch.clamp(val, sel[:, :, None, 36:41], sel[:, :, None, 41:46])
         w = cov * torch.exp(cov * val[:, :, :, 4])
         w = w / (w.sum(-1, keepdim=True) + 1e-20)
         out = (val[:, :, :, :4] * w[:, :, :, None]).sum(-1)                       # [B,T,Q,4]
