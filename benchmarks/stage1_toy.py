@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     stage2 = DetailModule(backbone, mapping_checkpoint=ckpt1, lr=args.lr2, render_weight=args.render_weight)
     fit(stage2, args.steps2, args.batch, out / "detail", seed=1)
     print(f"stage 2 trained [{time.time() - t0:.0f} s]; lambda per layer: "
-          f"{[round(float(v), 3) for v in stage2.layer_lambda(1).flatten()]}", flush=True)
+          f"{[round(float(v), 3) for v in stage2.layer_lambda(1).detach().flatten()]}", flush=True)
 
     for m in (stage1, free, stage2):
         m.eval()

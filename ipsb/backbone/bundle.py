@@ -236,8 +236,10 @@ class FaceBackbone(nn.Module):
         return self._need("perceptual")(a, b)
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """image -> W+ ``[B,num_ws,w_dim]`` (needs ``encoder``)."""
-        return self._need("encoder")(image)
+        """image -> W+ ``[B,num_ws,w_dim]`` (needs ``encoder``; e4e's ``forward`` gives offsets from
+        ``latent_avg``, so an encoder's ``encode`` is preferred when it has one)."""
+        encoder = self._need("encoder")
+        return encoder.encode(image) if hasattr(encoder, "encode") else encoder(image)
 
     def head_pose(self, image: torch.Tensor) -> torch.Tensor:
         """image -> (yaw, pitch, roll) degrees ``[B,3]`` (needs ``pose``)."""
