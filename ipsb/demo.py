@@ -52,12 +52,13 @@ class Budget:
     ffpp_videos: int
     ffpp_frames: int
     ffpp_slots: int
+    batch_size: int
 
 
-FULL = Budget(basis_samples=12, mapping_steps=60, detail_steps=30, blend_steps=40, pairs=6, invert_steps=20,
-              ffpp_videos=4, ffpp_frames=8, ffpp_slots=3)
+FULL = Budget(basis_samples=10, mapping_steps=25, detail_steps=12, blend_steps=20, pairs=6, invert_steps=10,
+              ffpp_videos=3, ffpp_frames=6, ffpp_slots=2, batch_size=4)
 FAST = Budget(basis_samples=8, mapping_steps=4, detail_steps=2, blend_steps=2, pairs=2, invert_steps=2,
-              ffpp_videos=3, ffpp_frames=4, ffpp_slots=2)
+              ffpp_videos=3, ffpp_frames=4, ffpp_slots=2, batch_size=2)
 
 
 def _stage_config(name: str) -> dict:
@@ -138,15 +139,17 @@ def run_demo(out: str | Path = "outputs/demo", overwrite: bool = False, fast: bo
 
     _fit("basis", backbone, {"output_path": str(ck / "basis.pt"), "overwrite": True},
          {"num_samples": budget.basis_samples}, None, None, log)
-    _fit("mapping", backbone, {"basis": str(ck / "basis.pt")}, {}, budget.mapping_steps, ck / "mapping.ckpt", log)
-    _fit("detail", backbone, {"mapping_checkpoint": str(ck / "mapping.ckpt")}, {}, budget.detail_steps,
+    batch = {"batch_size": budget.batch_size}
+    _fit("mapping", backbone, {"basis": str(ck / "basis.pt")}, batch, budget.mapping_steps, ck / "mapping.ckpt", log)
+    _fit("detail", backbone, {"mapping_checkpoint": str(ck / "mapping.ckpt")}, batch, budget.detail_steps,
          ck / "detail.ckpt", log)
     _fit("blend", backbone, {"detail_checkpoint": str(ck / "detail.ckpt"), "mapping_checkpoint": str(ck / "mapping.ckpt")},
-         {}, budget.blend_steps, ck / "blend.ckpt", log)
+         batch, budget.blend_steps, ck / "blend.ckpt", log)
 
     swapper = FaceSwapper.from_checkpoints(str(ck / "mapping.ckpt"), str(ck / "detail.ckpt"), str(ck / "blend.ckpt"),
                                            backbone, aligner=CenterCropAligner(output_size=backbone.generator.resolution),
-                                           inversion="optimize", invert_steps=budget.invert_steps)
+                                           inversion="optimize", invert_steps=budget.invert_steps,
+                                           invert_perceptual=0.0)   # MSE only: LPIPS doubles a step's cost
     # held-out pairs: seeds no stage sampled from (training 0-2, validation 12345)
     w_s = backbone.sample_wplus(budget.pairs, seed=9001, truncation_psi=0.7)
     w_t = backbone.sample_wplus(budget.pairs, seed=9002, truncation_psi=0.7)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ipsb.backbone.identity_irse import BottleneckIRSE
 from ipsb.backbone.interfaces import freeze
 from ipsb.backbone.stylegan2_layers import EqualLinear
 from ipsb.checkpoints import CorruptCheckpointError, load_torch_file, resolve_checkpoint
@@ -30,48 +31,6 @@ from ipsb.checkpoints import CorruptCheckpointError, load_torch_file, resolve_ch
 #: (in_channel, depth, units) per IR-SE50 stage.
 IRSE50_STAGES = ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3))
 COARSE_IND, MIDDLE_IND = 3, 7
-
-
-class SEModule(nn.Module):
-    """Squeeze-and-excitation: x ``[B,C,H,W]`` * sigmoid(fc2(relu(fc1(avgpool(x))))) (1x1 convs, no bias)."""
-
-    def __init__(self, channels: int, reduction: int = 16):
-        super().__init__()
-        self.fc1 = nn.Conv2d(channels, channels // reduction, 1, bias=False)
-        self.fc2 = nn.Conv2d(channels // reduction, channels, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = F.adaptive_avg_pool2d(x, 1)
-        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
-
-
-class SubSample(nn.Module):
-    """``MaxPool2d(1, stride)``: plain strided subsampling (no parameters)."""
-
-    def __init__(self, stride: int):
-        super().__init__()
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :, ::self.stride, ::self.stride]
-
-
-class BottleneckIRSE(nn.Module):
-    """IR-SE unit: BN -> Conv3x3 -> PReLU -> Conv3x3(stride) -> BN -> SE, plus a shortcut."""
-
-    def __init__(self, in_channel: int, depth: int, stride: int):
-        super().__init__()
-        if in_channel == depth:
-            self.shortcut_layer = SubSample(stride)
-        else:
-            self.shortcut_layer = nn.Sequential(nn.Conv2d(in_channel, depth, 1, stride, bias=False),
-                                                nn.BatchNorm2d(depth))
-        self.res_layer = nn.Sequential(
-            nn.BatchNorm2d(in_channel), nn.Conv2d(in_channel, depth, 3, 1, 1, bias=False), nn.PReLU(depth),
-            nn.Conv2d(depth, depth, 3, stride, 1, bias=False), nn.BatchNorm2d(depth), SEModule(depth, 16))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.res_layer(x) + self.shortcut_layer(x)
 
 
 class GradualStyleBlock(nn.Module):
