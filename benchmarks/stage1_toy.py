@@ -82,15 +82,20 @@ def oracle_basis(gen):
 
 def fit(module, steps: int, batch: int, root: Path, seed: int):
     """Train ``module`` for ``steps`` on LatentPairDataModule pairs; returns the last checkpoint path."""
-    from lightning.pytorch import Trainer
+    from lightning.pytorch import Callback, Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class Progress(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step % 50 == 0:
+                print(f"  step {trainer.global_step}/{steps} loss {float(outputs['loss']):.4f}", flush=True)
 
     from ipsb.data.latents import LatentPairDataModule
 
     dm = LatentPairDataModule(num_train_pairs=max(steps * batch, batch), num_val_pairs=2, batch_size=batch,
                               truncation_psi=0.7, seed=seed)
     ckpt = ModelCheckpoint(dirpath=str(root), save_last=True, save_top_k=0)
-    trainer = Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, callbacks=[ckpt],
+    trainer = Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, callbacks=[ckpt, Progress()],
                       enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                       limit_val_batches=0, deterministic=True, default_root_dir=str(root))
     trainer.fit(module, dm)

@@ -24,7 +24,7 @@ from ipsb.backbone.toy import world
 from ipsb.backbone.toy.generator import ToyGenerator
 from ipsb.backbone.toy.networks import ASSETS, ToyIdentity, ToyRegressor
 from ipsb.backbone.toy.report import IDENTITY_ROWS
-from ipsb.backbone.toy.train import _fit, save_half
+from ipsb.backbone.toy.train import _fit, mixed_codes, save_half
 
 
 @torch.no_grad()
@@ -70,13 +70,16 @@ def main(argv=None) -> int:
     idx_emb = ident.embed_index
     target = ((tr["coeffs"] - reg.coeff_mean) / reg.coeff_std)[:, idx_emb]
     images_a = tr["image"]
+    keep = torch.nonzero(mixed_codes(tr["wplus"][:n])).squeeze(1)   # no background shortcut (see train.py)
+    print(f"training on {keep.numel()} pairs whose first code has independent W+ rows", flush=True)
 
     def loss_fn(i):
+        i = keep[i]
         fa, fb = ident.features(images_a[i]), ident.features(partner_img[i])
         t = target[i]
         return F.mse_loss(fa, t) + F.mse_loss(fb, t) + args.invariance * F.mse_loss(fa, fb)
 
-    _fit(ident, loss_fn, n, args.steps, args.batch, args.lr, args.seed + 17, "identity")
+    _fit(ident, loss_fn, keep.numel(), args.steps, args.batch, args.lr, args.seed + 17, "identity")
     ident.eval()
     args.out.mkdir(parents=True, exist_ok=True)
     save_half(ident, args.out / "identity.pt")
