@@ -23,21 +23,21 @@ def scores(nets):
     return out
 
 
-# The shipped weights (700 steps on 2048 renders, all a shared 2-core CPU allowed) do NOT yet reach
-# the issue's targets (held-out R^2 >= 0.9 for expression and pose; identity cosine >= 0.9 same /
-# <= 0.5 different): they overfit. The guards below pin what they do reach (well above chance, so a
-# broken network or pipeline still fails); the strict xfail tests hold the real targets and turn
-# into failures (XPASS) once better weights are trained, so they cannot be forgotten.
-TARGETS_NOT_MET = "issue 3 target not met by the shipped toy weights yet (see module comment)"
+# The shipped weights (ipsb/assets/toy/README.md: 28,672 renders, a few minutes of a shared 2-core
+# CPU) meet the identity targets but not yet the regressor's R^2 >= 0.9 for expression (~0.83) and
+# angle + translation pose (~0.88; the rotation angles alone reach ~0.96). The guards pin what they
+# reach (well above chance, so a broken network or pipeline fails); the strict xfail holds the real
+# regressor target and turns into a failure (XPASS) once better weights are trained.
+TARGETS_NOT_MET = "issue 3 regressor R^2 target not met by the shipped toy weights yet (see module comment)"
 
 
 def test_toy_regressor_r2_above_chance(scores):
-    assert scores["r2_angle"] >= 0.6 and scores["r2_pose"] >= 0.5, scores
-    assert scores["r2_exp"] >= 0.25 and scores["r2_gamma"] >= 0.4, scores
+    assert scores["r2_angle"] >= 0.9 and scores["r2_pose"] >= 0.8, scores
+    assert scores["r2_exp"] >= 0.75 and scores["r2_gamma"] >= 0.85, scores
 
 
 def test_toy_identity_separates_identities(scores):
-    assert scores["id_cos_same"] > scores["id_cos_diff"] + 0.2, scores
+    assert scores["id_cos_same"] > scores["id_cos_diff"] + 0.5, scores
     assert scores["id_cos_diff"] <= 0.5, scores
 
 
@@ -46,8 +46,8 @@ def test_toy_regressor_r2_target(scores):
     assert scores["r2_exp"] >= 0.9 and scores["r2_pose"] >= 0.9, scores
 
 
-@pytest.mark.xfail(strict=True, reason=TARGETS_NOT_MET)
 def test_toy_identity_cosine_target(scores):
+    """Issue 3: mean cosine >= 0.9 for one identity under other expression/pose, <= 0.5 across identities."""
     assert scores["id_cos_same"] >= 0.9 and scores["id_cos_diff"] <= 0.5, scores
 
 

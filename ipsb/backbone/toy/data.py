@@ -11,12 +11,17 @@ import torch
 
 
 @torch.no_grad()
-def render_samples(generator, n: int, seed: int, chunk: int = 64, noise_mode: str = "const") -> dict:
-    """``n`` seeded toy samples (see module docstring); rendered in chunks of ``chunk``."""
-    half = n // 2
-    wplus = torch.cat([generator.sample_wplus(half, seed=seed, mix=False),
-                       generator.sample_wplus(n - half, seed=seed + 1, mix=True)])
-    wplus = wplus[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
+def render_samples(generator, n: int, seed: int, chunk: int = 64, noise_mode: str = "const",
+                   mixed_only: bool = False) -> dict:
+    """``n`` seeded toy samples (see module docstring); rendered in chunks of ``chunk``.
+    ``mixed_only``: every code draws an independent w per row (the training data of the toy nets)."""
+    if mixed_only:
+        wplus = generator.sample_wplus(n, seed=seed, mix=True)
+    else:
+        half = n // 2
+        wplus = torch.cat([generator.sample_wplus(half, seed=seed, mix=False),
+                           generator.sample_wplus(n - half, seed=seed + 1, mix=True)])
+        wplus = wplus[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
     images, masks, coeffs = [], [], []
     for i in range(0, n, chunk):
         w = wplus[i:i + chunk]

@@ -8,11 +8,11 @@ and cast to float32); each network records the file it loaded in ``checkpoint_pa
 
 * :class:`ToyRegressor` image ``[B,3,H,W]`` in [-1,1] -> coefficients ``[B,30]`` (ToyFaceModel
   layout; the net predicts standardised coefficients, de-standardised with stored buffers).
-* :class:`ToyIdentity` image -> L2-normalised embedding ``[B,14]``: a CNN of the regressor's
-  architecture whose outputs at the identity coefficients (id 8 + tex 6, standardised) form the
-  embedding, so different identities are nearly orthogonal on average and one identity keeps its
-  direction under expression/pose/light changes. (To fit the CPU budget, ``train`` fits one CNN on
-  all standardised coefficients and ships it twice; the two files may be retrained apart.)
+* :class:`ToyIdentity` image -> L2-normalised embedding ``[B,14]``: a smaller CNN whose outputs at
+  the identity coefficients (id 8 + tex 6, standardised) form the embedding, so different
+  identities are nearly orthogonal on average. It starts from a regressor of its architecture and
+  is fine-tuned by :mod:`ipsb.backbone.toy.train_identity` on same-identity pairs (expression,
+  pose, light and background from another code) so one identity keeps its direction.
 * :class:`ToyMasker` image -> soft face mask ``[B,1,H,W]`` in [0,1] (a tiny U-Net).
 Inputs of another size are resized to 64 px (bilinear) and outputs of the masker back.
 """
@@ -31,6 +31,9 @@ from ipsb.backbone.toy import world
 from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError, load_torch_file
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets" / "toy"
+#: Conv widths of the regressor and of the identity encoder (the shipped assets' architectures).
+REGRESSOR_WIDTHS = (32, 64, 128, 128)
+IDENTITY_WIDTHS = (16, 32, 64, 64)
 INPUT_SIZE = world.RESOLUTION
 
 
@@ -105,7 +108,7 @@ class ToyRegressor(CoeffRegressor, _ToyNet):
 
     def __init__(self, weights: Optional[str] = "default"):
         super().__init__()
-        self.net = ConvEncoder(world.NUM_COEFFS)
+        self.net = ConvEncoder(world.NUM_COEFFS, widths=REGRESSOR_WIDTHS)
         self.register_buffer("coeff_mean", torch.zeros(world.NUM_COEFFS))
         self.register_buffer("coeff_std", torch.ones(world.NUM_COEFFS))
         self.coeff_groups = world.coeff_slices()
@@ -127,7 +130,7 @@ class ToyIdentity(IdentityEncoder, _ToyNet):
 
     def __init__(self, weights: Optional[str] = "default"):
         super().__init__()
-        self.net = ConvEncoder(world.NUM_COEFFS)
+        self.net = ConvEncoder(world.NUM_COEFFS, widths=IDENTITY_WIDTHS)
         sl = world.coeff_slices()
         self.register_buffer("embed_index", torch.tensor([*range(*sl["id"]), *range(*sl["tex"])]))
         self._load(weights)

@@ -4,9 +4,9 @@ Seeded end to end (data, init, batch order). Renders ``--n-train`` samples (seed
 ``--n-val`` held-out samples (seed 2000) with :func:`ipsb.backbone.toy.data.render_samples`, then
 trains with Adam + cosine decay:
 
-* :class:`ToyRegressor` on MSE to the standardised ground-truth coefficients; the same trained
-  CNN is saved as :class:`ToyIdentity` (whose embedding is its standardised id + tex outputs),
-  which halves the CPU cost;
+* :class:`ToyRegressor` on MSE to the standardised ground-truth coefficients (when its widths equal
+  the identity encoder's, the same CNN is also written as the starting :class:`ToyIdentity`;
+  :mod:`ipsb.backbone.toy.train_identity` then fine-tunes it for invariance);
 * :class:`ToyMasker` on binary cross-entropy to the rendered face coverage.
 
 No augmentation (a shift or flip would change the pose ground truth). Writes float16 state dicts to ``--out``
@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from ipsb.backbone.toy import world
 from ipsb.backbone.toy.data import render_samples
 from ipsb.backbone.toy.generator import ToyGenerator
-from ipsb.backbone.toy.networks import ASSETS, ToyIdentity, ToyMasker, ToyRegressor
+from ipsb.backbone.toy.networks import (ASSETS, IDENTITY_WIDTHS, REGRESSOR_WIDTHS, ToyIdentity, ToyMasker,
+                                         ToyRegressor)
 
 
 
@@ -89,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ASSETS)
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--resume", action="store_true", help="start from the weights already in --out")
+    ap.add_argument("--train-seeds", type=int, nargs="*", default=None,
+                    help="render the training set as mixed-code shards with these seeds (shipped: 3000 4000)")
     ap.add_argument("--all-codes", action="store_true",
                     help="also train on codes whose W+ rows are all equal (default: mixed codes only)")
     args = ap.parse_args(argv)
@@ -98,8 +101,13 @@ def main(argv=None) -> int:
     if args.cache is not None and args.cache.is_file():
         data = torch.load(args.cache, weights_only=True)
     else:
-        data = {"train": render_samples(gen, args.n_train, seed=1000),
-                "val": render_samples(gen, args.n_val, seed=2000)}
+        if args.train_seeds:   # mixed-only shards of n_train / len(seeds) codes each
+            per = args.n_train // len(args.train_seeds)
+            shards = [render_samples(gen, per, seed=sd, mixed_only=True) for sd in args.train_seeds]
+            train = {k: torch.cat([sh[k] for sh in shards]) for k in shards[0]}
+        else:
+            train = render_samples(gen, args.n_train, seed=1000)
+        data = {"train": train, "val": render_samples(gen, args.n_val, seed=2000)}
         if args.cache is not None:
             torch.save(data, args.cache)
     print(f"data: {args.n_train} train / {args.n_val} val samples ({time.time() - t0:.0f}s)", flush=True)
@@ -118,7 +126,9 @@ def main(argv=None) -> int:
     _fit(reg, lambda i: F.mse_loss(reg.forward_standardized(tr["image"][i]), target[i]),
          args.n_train, args.steps, args.batch, args.lr, args.seed + 11, "regressor")
     ident = ToyIdentity(weights=None)
-    ident.net.load_state_dict(reg.net.state_dict())
+    same_arch = REGRESSOR_WIDTHS == IDENTITY_WIDTHS
+    if same_arch:   # otherwise train the identity encoder with ipsb.backbone.toy.train_identity
+        ident.net.load_state_dict(reg.net.state_dict())
     torch.manual_seed(args.seed + 3)
     masker = ToyMasker(weights=str(args.out / "masker.pt") if args.resume else None)
     _fit(masker, lambda i: F.binary_cross_entropy_with_logits(masker.logits(tr["image"][i]), tr["mask"][i]),
@@ -133,7 +143,8 @@ def main(argv=None) -> int:
     print("held-out R^2:", {k: round(v, 3) for k, v in r2.items()}, f"mask IoU {iou:.3f}")
     args.out.mkdir(parents=True, exist_ok=True)
     save_half(reg, args.out / "regressor.pt")
-    save_half(ident, args.out / "identity.pt")
+    if same_arch:
+        save_half(ident, args.out / "identity.pt")
     save_half(masker, args.out / "masker.pt")
     print(f"wrote {args.out} ({time.time() - t0:.0f}s total)")
     return 0

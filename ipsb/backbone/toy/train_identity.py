@@ -1,7 +1,7 @@
 """Train the toy identity encoder for invariance: ``python -m ipsb.backbone.toy.train_identity``.
 
 Runs after :mod:`ipsb.backbone.toy.train` (it starts from the trained regressor CNN and reuses
-that script's ``--cache`` of renders). It renders, for ``--pairs`` training codes, a partner with the
+that script's ``--cache`` of renders). It renders (or reads from ``--pair-cache``), for ``--pairs`` training codes, a partner with the
 same identity (W+ rows 0-3 kept) and everything else (expression, pose, light, background, detail:
 rows 4-9) from another code, then fine-tunes :class:`ToyIdentity` on
 
@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from ipsb.backbone.toy import world
 from ipsb.backbone.toy.generator import ToyGenerator
-from ipsb.backbone.toy.networks import ASSETS, ToyIdentity, ToyRegressor
+from ipsb.backbone.toy.networks import ASSETS, ToyIdentity
+from ipsb.checkpoints import load_torch_file
 from ipsb.backbone.toy.report import IDENTITY_ROWS
 from ipsb.backbone.toy.train import _fit, mixed_codes, save_half
 
@@ -48,7 +49,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--invariance", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--regressor", type=Path, default=ASSETS / "regressor.pt")
+    ap.add_argument("--init", type=Path, required=True,
+                    help="regressor-style weights of the identity architecture to start from (toy.train output "
+                         "with REGRESSOR_WIDTHS == IDENTITY_WIDTHS)")
     ap.add_argument("--out", type=Path, default=ASSETS)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -64,11 +67,12 @@ def main(argv=None) -> int:
             torch.save(partner_img, args.pair_cache)
     print(f"partners: {n} ({time.time() - t0:.0f}s)", flush=True)
 
-    reg = ToyRegressor(weights=str(args.regressor))
+    # start from a regressor-style state dict (net.* of IDENTITY_WIDTHS + coeff_mean/coeff_std)
+    init = {k: v.float() for k, v in load_torch_file(args.init, "toy identity initialisation").items()}
     ident = ToyIdentity(weights=None)
-    ident.net.load_state_dict(reg.net.state_dict())
+    ident.net.load_state_dict({k[4:]: v for k, v in init.items() if k.startswith("net.")})
     idx_emb = ident.embed_index
-    target = ((tr["coeffs"] - reg.coeff_mean) / reg.coeff_std)[:, idx_emb]
+    target = ((tr["coeffs"] - init["coeff_mean"]) / init["coeff_std"])[:, idx_emb]
     images_a = tr["image"]
     keep = torch.nonzero(mixed_codes(tr["wplus"][:n])).squeeze(1)   # no background shortcut (see train.py)
     print(f"training on {keep.numel()} pairs whose first code has independent W+ rows", flush=True)
