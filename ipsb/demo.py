@@ -55,7 +55,7 @@ class Budget:
     batch_size: int
 
 
-FULL = Budget(basis_samples=10, mapping_steps=25, detail_steps=12, blend_steps=20, pairs=6, invert_steps=10,
+FULL = Budget(basis_samples=16, mapping_steps=100, detail_steps=30, blend_steps=30, pairs=6, invert_steps=10,
               ffpp_videos=3, ffpp_frames=6, ffpp_slots=2, batch_size=4)
 FAST = Budget(basis_samples=8, mapping_steps=4, detail_steps=2, blend_steps=2, pairs=2, invert_steps=2,
               ffpp_videos=3, ffpp_frames=4, ffpp_slots=2, batch_size=2)
