@@ -71,22 +71,28 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def read_mapping(config: Union[str, os.PathLike, Mapping], what: str) -> dict:
+    """A mapping, or the path of a YAML file holding one -> a plain dict (clear error otherwise)."""
+    if isinstance(config, (str, os.PathLike)):
+        import yaml
+
+        p = Path(config)
+        if not p.is_file():
+            raise ValueError(f"{what} file '{p}' not found")
+        config = yaml.safe_load(p.read_text())
+    config = _plain(config)
+    if not isinstance(config, dict):
+        raise ValueError(f"a {what} must be a mapping, got {type(config).__name__}")
+    return config
+
+
 def load_config(config: Union[str, os.PathLike, Mapping]) -> dict:
     """A backbone config (dict or YAML path) -> ``{"class_path": ..., "init_args": {...}}``.
 
     Accepts the full form, a dict holding only the init args (components), or a path to a YAML file
     holding either form.
     """
-    if isinstance(config, (str, os.PathLike)):
-        import yaml
-
-        p = Path(config)
-        if not p.is_file():
-            raise ValueError(f"backbone config file '{p}' not found")
-        config = yaml.safe_load(p.read_text())
-    config = _plain(config)
-    if not isinstance(config, dict):
-        raise ValueError(f"a backbone config must be a mapping, got {type(config).__name__}")
+    config = read_mapping(config, "backbone config")
     if "class_path" not in config:
         config = {"class_path": f"{FaceBackbone.__module__}.FaceBackbone", "init_args": config}
     cls = _import(config["class_path"])

@@ -32,7 +32,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ipsb.backbone.bundle import _plain, instantiate
+from ipsb.backbone.bundle import instantiate, read_mapping
 from ipsb.backbone.interfaces import freeze
 from ipsb.checkpoints import MissingCheckpointError, sha256_file
 
@@ -105,16 +105,7 @@ class MetricNetworks(nn.Module):
     def from_config(cls, config: Union[str, os.PathLike, Mapping[str, Any]]) -> "MetricNetworks":
         """Build from ``{identity: spec, regressor: spec, pose: spec, fid: spec, expression_slice}``
         (a dict or a YAML path); every missing checkpoint file is named in one MissingCheckpointError."""
-        if isinstance(config, (str, os.PathLike)):
-            import yaml
-
-            p = Path(config)
-            if not p.is_file():
-                raise ValueError(f"metric networks config file '{p}' not found")
-            config = yaml.safe_load(p.read_text())
-        config = _plain(config)
-        if not isinstance(config, dict):
-            raise ValueError(f"a metric networks config must be a mapping, got {type(config).__name__}")
+        config = read_mapping(config, "metric networks config")
         if "class_path" in config:   # the full form {class_path: MetricNetworks, init_args: {...}}
             config = dict(config.get("init_args") or {})
         unknown = set(config) - set(COMPONENTS) - {"expression_slice"}

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import os
 from typing import Any, Mapping, Optional, Union
 
 import torch
@@ -125,3 +124,20 @@ class StageModule(LightningModule):
         if record is None:
             raise ValueError(f"not an ipsb stage checkpoint: no '{BACKBONE_KEY}' entry (backbone config + hashes)")
         self.backbone.check_hashes(record.get("file_hashes", {}))
+
+
+class PairStageModule(StageModule):
+    """A stage trained on (source, target) batches: one ``_step(batch, stage)`` serves the
+    ``train``/``val``/``test`` loops (subclasses implement it; it returns the loss)."""
+
+    def _step(self, batch: dict, stage: str):
+        raise NotImplementedError
+
+    def training_step(self, batch: dict, batch_idx: int):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test")

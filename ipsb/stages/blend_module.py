@@ -35,7 +35,7 @@ from ipsb.losses.identity import identity_cosine
 from ipsb.losses.perceptual import perceptual_distance
 from ipsb.nets.face_mask import FaceRegionMask
 from ipsb.nets.msft import MSFT
-from ipsb.stages.base import StageModule
+from ipsb.stages.base import PairStageModule
 from ipsb.stages.pair_batch import check_pair
 
 REGIONS = ("all", "outside_face")
@@ -83,7 +83,7 @@ def load_detail_stage(path: str, backbone, mapping_checkpoint: Optional[str] = N
     return StageTwoSwap(detail.editor, detail.layer_lambda, detail.per_pair_lambda)
 
 
-class BlendModule(StageModule):
+class BlendModule(PairStageModule):
     """Stage 3. Args (all from config):
 
     backbone: the frozen :class:`~ipsb.backbone.bundle.FaceBackbone` (``perceptual`` needed when
@@ -182,15 +182,6 @@ class BlendModule(StageModule):
         self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, batch_size=bs, sync_dist=stage != "train",
                       on_step=stage == "train", on_epoch=True)
         return terms["loss"]
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "test")
 
     @torch.no_grad()
     def grid_images(self, batch: dict) -> dict[str, torch.Tensor]:

@@ -23,7 +23,6 @@ same for the stage-1 result (``*_stage1``) and the per-layer ``lambda/<i>``.
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 
@@ -33,7 +32,7 @@ from ipsb.losses.identity import identity_cosine
 from ipsb.losses.perceptual import perceptual_distance
 from ipsb.nets.layer_lambda import LayerLambda
 from ipsb.stages.mapping_module import attribute_terms, load_mapping_stage
-from ipsb.stages.base import StageModule
+from ipsb.stages.base import PairStageModule
 from ipsb.stages.pair_batch import PairBatch, check_pair, face_mask, measure_pairs
 from ipsb.stages.swap_metrics import SwapMetrics, swap_errors
 
@@ -41,7 +40,7 @@ REGIONS = ("all", "outside_face")
 METRICS = ("exp_error", "pose_error", "id_cosine", "lpips_outside")
 
 
-class DetailModule(StageModule):
+class DetailModule(PairStageModule):
     """Stage 2. Args (all from config):
 
     backbone: the frozen :class:`~ipsb.backbone.bundle.FaceBackbone` (needs ``perceptual``).
@@ -150,17 +149,8 @@ class DetailModule(StageModule):
             self.log(f"{stage}/{name}", m, on_step=False, on_epoch=True, batch_size=bs)
         return terms["loss"]
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.layer_lambda.project_()
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "test")
 
     @torch.no_grad()
     def grid_images(self, batch: dict) -> dict[str, torch.Tensor]:

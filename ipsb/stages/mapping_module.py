@@ -36,7 +36,7 @@ from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError, sha
 from ipsb.losses.attribute import attribute_losses, geometry_loss, render_loss
 from ipsb.losses.identity import identity_cosine
 from ipsb.nets.mapper import DEFAULT_SOURCE_GROUPS, DEFAULT_TARGET_GROUPS, CoeffMapper, SwapEditor
-from ipsb.stages.base import StageModule
+from ipsb.stages.base import PairStageModule
 from ipsb.stages.pair_batch import PairBatch, check_pair, measure_pairs
 from ipsb.stages.swap_metrics import SwapMetrics, swap_errors
 
@@ -55,7 +55,7 @@ def attribute_terms(backbone, pairs: PairBatch, coeff_swap: torch.Tensor, render
     return {"geo": geo, "render": render}
 
 
-class MappingModule(StageModule):
+class MappingModule(PairStageModule):
     """Stage 1. Args (all from config):
 
     backbone: the frozen :class:`~ipsb.backbone.bundle.FaceBackbone`.
@@ -156,15 +156,6 @@ class MappingModule(StageModule):
         for name, m in tracker.metrics.items():
             self.log(f"{stage}/{name}", m, on_step=False, on_epoch=True, batch_size=bs)
         return terms["loss"]
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "test")
 
     @torch.no_grad()
     def grid_images(self, batch: dict) -> dict[str, torch.Tensor]:
