@@ -80,7 +80,7 @@ def oracle_basis(gen):
     return Basis(q.float(), groups, {}, {}, mask, gen.num_ws, gen.w_dim, None, {"kind": "oracle"})
 
 
-def fit(module, steps: int, batch: int, root: Path, seed: int):
+def fit(module, steps: int, batch: int, root: Path, seed: int, device: str = "cpu"):
     """Train ``module`` for ``steps`` on LatentPairDataModule pairs; returns the last checkpoint path."""
     from lightning.pytorch import Callback, Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -95,7 +95,8 @@ def fit(module, steps: int, batch: int, root: Path, seed: int):
     dm = LatentPairDataModule(num_train_pairs=max(steps * batch, batch), num_val_pairs=2, batch_size=batch,
                               truncation_psi=0.7, seed=seed)
     ckpt = ModelCheckpoint(dirpath=str(root), save_last=True, save_top_k=0)
-    trainer = Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, callbacks=[ckpt, Progress()],
+    trainer = Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1, max_steps=steps,
+                      logger=False, callbacks=[ckpt, Progress()],
                       enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                       limit_val_batches=0, deterministic=True, default_root_dir=str(root))
     trainer.fit(module, dm)
@@ -117,8 +118,9 @@ def evaluate(backbone, swaps: dict, n_pairs: int = 64, batch: int = 16) -> dict[
     a_e, b_e = backbone.face_model.coeff_groups["exp"]
     a_p, b_p = backbone.face_model.coeff_groups["angle"]
     sums: dict[str, dict[str, float]] = {k: {} for k in swaps}
+    device = gen.w_avg.device
     for b in dm.val_dataloader():
-        pairs = measure_pairs(backbone, b["w_s"], b["w_t"])
+        pairs = measure_pairs(backbone, b["w_s"].to(device), b["w_t"].to(device))
         outside = 1 - face_mask(backbone, pairs.image_t, pairs.coeff_t)
         true_t = gen.coefficients(pairs.w_t)
         for name, fn in swaps.items():
@@ -138,12 +140,12 @@ def table(results: dict[str, dict[str, float]], baseline: str = "no swap (w_s)")
     base = results[baseline]
     cols = ["exp_error", "pose_error", "exp_error_true", "pose_error_true", "id_cosine", "lpips_outside"]
     head = f"{'method':<24}" + "".join(f"{c:>17}" for c in cols)
-    lines = [head, "-" * len(head)]
+    lines = [head, "-" * len(head)]   # (change vs no swap: -50% halves an error)
     for name, r in results.items():
         cells = []
         for c in cols:
             if c.startswith(("exp", "pose")) and name != baseline:
-                cells.append(f"{r[c]:8.4f} ({100 * (1 - r[c] / base[c]):+4.0f}%)".rjust(17))
+                cells.append(f"{r[c]:8.4f} ({100 * (r[c] / base[c] - 1):+4.0f}%)".rjust(17))
             else:
                 cells.append(f"{r[c]:17.4f}")
         lines.append(f"{name:<24}" + "".join(cells))
@@ -157,6 +159,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr1", type=float, default=3e-3)
     p.add_argument("--lr2", type=float, default=2e-2)
+    p.add_argument("--attr-weight", type=float, default=1.0, help="e_attr of stages 1 and 2")
     p.add_argument("--render-weight", type=float, default=0.0,
                    help="L_render weight in training (0: logged only; its backward is the costliest term)")
     p.add_argument("--basis", default=None, help="basis file, or 'oracle' (default: outputs/toy/basis.pt or computed)")
@@ -164,6 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--pairs", type=int, default=64)
     p.add_argument("--out", default="outputs/benchmarks/stage1_toy")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (Lightning accelerator gpu)")
     args = p.parse_args(argv)
 
     from lightning.pytorch import seed_everything
@@ -175,7 +179,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    backbone = build_backbone(args.resolution)
+    backbone = build_backbone(args.resolution).to(args.device)
     default = REPO / "outputs" / "toy" / "basis.pt"
     if args.basis == "oracle":
         basis, source = oracle_basis(backbone.generator), "oracle (toy ground truth)"
@@ -187,18 +191,19 @@ def main(argv=None) -> int:
     basis_path = basis.save(out / "basis.pt", overwrite=True)
     print(f"basis: {source}: {basis}  [{time.time() - t0:.0f} s]", flush=True)
 
-    common = dict(hidden_dim=128, depth=2, lr=args.lr1, render_weight=args.render_weight)
+    common = dict(hidden_dim=128, depth=2, lr=args.lr1, render_weight=args.render_weight, attr_weight=args.attr_weight)
     seed_everything(0)
     stage1 = MappingModule(backbone, basis=str(basis_path), mode="basis", **common)
-    ckpt1 = fit(stage1, args.steps1, args.batch, out / "mapping", seed=0)
+    ckpt1 = fit(stage1, args.steps1, args.batch, out / "mapping", seed=0, device=args.device)
     print(f"stage 1 (basis) trained [{time.time() - t0:.0f} s]", flush=True)
     seed_everything(0)
     free = MappingModule(backbone, basis=str(basis_path), mode="free", **common)
-    fit(free, args.steps1, args.batch, out / "mapping_free", seed=0)
+    fit(free, args.steps1, args.batch, out / "mapping_free", seed=0, device=args.device)
     print(f"stage 1 (no basis) trained [{time.time() - t0:.0f} s]", flush=True)
     seed_everything(0)
-    stage2 = DetailModule(backbone, mapping_checkpoint=ckpt1, lr=args.lr2, render_weight=args.render_weight)
-    fit(stage2, args.steps2, args.batch, out / "detail", seed=1)
+    stage2 = DetailModule(backbone, mapping_checkpoint=ckpt1, lr=args.lr2, render_weight=args.render_weight,
+                          attr_weight=args.attr_weight)
+    fit(stage2, args.steps2, args.batch, out / "detail", seed=1, device=args.device)
     print(f"stage 2 trained [{time.time() - t0:.0f} s]; lambda per layer: "
           f"{[round(float(v), 3) for v in stage2.layer_lambda(1).detach().flatten()]}", flush=True)
 

@@ -87,7 +87,7 @@ def sample_wplus(generator, n: int, seed: int, truncation_psi: float = 1.0, chun
     gen = torch.Generator().manual_seed(int(seed))
     z_dim = int(getattr(generator, "z_dim", generator.w_dim))
     z = torch.randn(n, z_dim, generator=gen)
-    device = next((p.device for p in generator.parameters()), torch.device("cpu"))
+    device = next((t.device for t in [*generator.parameters(), *generator.buffers()]), torch.device("cpu"))
     avg = generator.mean_latent() if truncation_psi != 1.0 else None
     out = []
     for i in range(0, n, chunk):

@@ -53,10 +53,10 @@ def video_codes(generator, num_videos: int, num_frames: int, seed: int = 0,
                 truncation_psi: float = 0.7) -> torch.Tensor:
     """W+ codes ``[num_videos, num_frames, num_ws, w_dim]`` of the original toy videos (module docstring)."""
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn(num_videos, 3, generator.z_dim, generator=g)
+    z = torch.randn(num_videos, 3, generator.z_dim, generator=g).to(generator.w_avg.device)
     with torch.no_grad():
         w = generator.mapping(z.flatten(0, 1), truncation_psi=truncation_psi).view(num_videos, 3, -1)
-    t = torch.linspace(0, 1, num_frames)
+    t = torch.linspace(0, 1, num_frames, device=w.device)
     ease = (0.5 - 0.5 * torch.cos(math.pi * t))[None, :, None]                   # [1,F,1]
     moving = w[:, 1:2] + (w[:, 2:3] - w[:, 1:2]) * ease                           # [V,F,w_dim]
     codes = w[:, 0, None, None, :].expand(num_videos, num_frames, generator.num_ws, generator.w_dim).clone()
@@ -77,7 +77,7 @@ def _frames(generator, codes: torch.Tensor, chunk: int = 32) -> list[np.ndarray]
     with torch.no_grad():
         for i in range(0, codes.shape[0], chunk):
             img = generator.synthesis(codes[i:i + chunk], noise_mode="const")
-            out += list(((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+            out += list(((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
     return out
 
 

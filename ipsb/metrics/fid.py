@@ -88,7 +88,8 @@ class FID(FrechetInceptionDistance):
                 num = feature.num_features
             else:
                 with torch.no_grad():
-                    num = feature(torch.zeros(1, 3, input_size, input_size)).shape[-1]
+                    dev = next((t.device for t in [*feature.parameters(), *feature.buffers()]), None)
+                    num = feature(torch.zeros(1, 3, input_size, input_size, device=dev)).shape[-1]
             feature = _MinusOneOneFeatures(feature, int(num))
             super().__init__(feature=feature, reset_real_features=False, normalize=False, **kwargs)
         else:

@@ -101,7 +101,7 @@ def test_toy_face_model_expression_is_local():
     exp[0, 0] = 1.0                                        # mouth open: lower face moves down
     moved = (fm.shape(c[:, slice(*sl["id"])], exp) - base)[0]
     t = fm.face_coords[:, 1]
-    assert moved[t < -0.5, 1].mean() < -0.1 and moved[t > 0.0].abs().max() < 1e-3
+    assert moved[t < -0.5, 1].mean() < -0.1 and moved[t > 0.3].abs().max() < 2e-3
     exp = torch.zeros(1, 6)
     exp[0, 3] = 1.0                                        # brows raised: upper face only
     moved = (fm.shape(c[:, slice(*sl["id"])], exp) - base)[0]

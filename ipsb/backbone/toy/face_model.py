@@ -89,7 +89,7 @@ class ToyFaceModel(FaceModel):
         nose = 0.32 * _gauss(s, t, 0.0, -0.07, 0.13, 0.22)
         mean = verts + nose[:, None] * torch.tensor([0.0, 0.0, 1.0], dtype=verts.dtype)
         zero = torch.zeros_like(x)
-        lower = torch.sigmoid((-0.36 - t) / 0.06) * torch.exp(-(s / 0.6) ** 2)
+        lower = torch.sigmoid((-0.3 - t) / 0.1) * torch.exp(-(s / 0.7) ** 2)
         id_basis = [
             torch.stack([0.12 * x, zero, zero], -1),
             torch.stack([zero, 0.12 * y, zero], -1),
@@ -100,16 +100,16 @@ class ToyFaceModel(FaceModel):
             0.1 * torch.sigmoid((t - 0.55) / 0.1)[:, None] * normal0,
             -0.08 * (_gauss(s, t, -0.43, 0.14, 0.2, 0.15) + _gauss(s, t, 0.43, 0.14, 0.2, 0.15))[:, None] * normal0,
         ]
-        corner_l, corner_r = _gauss(s, t, -0.3, -0.43, 0.18, 0.15), _gauss(s, t, 0.3, -0.43, 0.18, 0.15)
-        brows = _gauss(s, t, -0.43, 0.43, 0.25, 0.18) + _gauss(s, t, 0.43, 0.43, 0.25, 0.18)
-        inner = _gauss(s, t, -0.2, 0.4, 0.15, 0.15), _gauss(s, t, 0.2, 0.4, 0.15, 0.15)
+        corner_l, corner_r = _gauss(s, t, -0.3, -0.43, 0.3, 0.25), _gauss(s, t, 0.3, -0.43, 0.3, 0.25)
+        brows = _gauss(s, t, -0.43, 0.45, 0.4, 0.3) + _gauss(s, t, 0.43, 0.45, 0.4, 0.3)
+        inner = _gauss(s, t, -0.25, 0.4, 0.3, 0.3), _gauss(s, t, 0.25, 0.4, 0.3, 0.3)
         exp_basis = [
-            0.22 * lower[:, None] * torch.tensor([0.0, -1.0, -0.2], dtype=verts.dtype),
-            0.12 * (corner_l + corner_r)[:, None] * torch.tensor([0.0, 1.0, 0.0], dtype=verts.dtype),
-            0.12 * torch.stack([corner_r - corner_l, zero, zero], -1),
-            0.14 * brows[:, None] * torch.tensor([0.0, 1.0, 0.0], dtype=verts.dtype),
-            0.1 * torch.stack([inner[0] - inner[1], -(inner[0] + inner[1]), zero], -1),
-            0.16 * lower[:, None] * torch.tensor([1.0, 0.0, 0.0], dtype=verts.dtype),
+            0.3 * lower[:, None] * torch.tensor([0.0, -1.0, -0.2], dtype=verts.dtype),
+            0.3 * (corner_l + corner_r)[:, None] * torch.tensor([0.0, 1.0, 0.2], dtype=verts.dtype),
+            0.3 * torch.stack([corner_r - corner_l, zero, zero], -1),
+            0.3 * brows[:, None] * torch.tensor([0.0, 1.0, 0.2], dtype=verts.dtype),
+            0.25 * torch.stack([inner[0] - inner[1], -(inner[0] + inner[1]), zero], -1),
+            0.35 * lower[:, None] * torch.tensor([1.0, 0.0, 0.0], dtype=verts.dtype),
         ]
         skin = torch.tensor([0.82, 0.62, 0.52], dtype=verts.dtype)
         eyes = _gauss(s, t, -0.43, 0.14, 0.17, 0.12) + _gauss(s, t, 0.43, 0.14, 0.17, 0.12)

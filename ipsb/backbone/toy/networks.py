@@ -10,9 +10,9 @@ and cast to float32); each network records the file it loaded in ``checkpoint_pa
   layout; the net predicts standardised coefficients, de-standardised with stored buffers).
 * :class:`ToyIdentity` image -> L2-normalised embedding ``[B,14]``: a smaller CNN whose outputs at
   the identity coefficients (id 8 + tex 6, standardised) form the embedding, so different
-  identities are nearly orthogonal on average. It starts from a regressor of its architecture and
-  is fine-tuned by :mod:`ipsb.backbone.toy.train_identity` on same-identity pairs (expression,
-  pose, light and background from another code) so one identity keeps its direction.
+  identities are nearly orthogonal on average. It is first trained like the regressor, then
+  fine-tuned (:mod:`ipsb.backbone.toy.train_identity`) on same-identity pairs (expression, pose,
+  light and background from another code) so one identity keeps its direction.
 * :class:`ToyMasker` image -> soft face mask ``[B,1,H,W]`` in [0,1] (a tiny U-Net).
 Inputs of another size are resized to 64 px (bilinear) and outputs of the masker back.
 """
@@ -75,7 +75,7 @@ def load_asset(module: nn.Module, path, what: str) -> Path:
     if not p.is_file():
         raise MissingCheckpointError(
             f"toy {what} weights '{p}' not found; they ship with ipsb in ipsb/assets/toy/ "
-            f"(regenerate with `python -m ipsb.backbone.toy.train`)")
+            f"(regenerate with `python -m ipsb.backbone.toy.train --out DIR`, see ipsb/assets/toy/README.md)")
     state = load_torch_file(p, f"toy {what} weights")
     if not isinstance(state, dict):
         raise CorruptCheckpointError(f"'{p}' should hold a state dict for the toy {what}, got {type(state).__name__}")

@@ -3,7 +3,7 @@
 Prints the regressor's R^2 per coefficient group (variance-weighted, ``1 - SSE/SST``), the identity
 encoder's mean cosine for the same identity under other expression/pose/light/background (W+ rows
 0-3 kept, rows 4-9 from another code) and for different identities, and the masker's IoU at 0.5.
-Held-out seeds (default 9000) differ from the training seeds (1000, 2000).
+Held-out seed 9000 differs from the training (3000) and validation (2000) seeds.
 """
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ import time
 
 import torch
 
-from ipsb.backbone.toy.data import render_samples
+from ipsb.backbone.toy.data import IDENTITY_ROWS, render_samples
 from ipsb.backbone.toy.generator import ToyGenerator
 from ipsb.backbone.toy.networks import ToyIdentity, ToyMasker, ToyRegressor
 from ipsb.backbone.toy.train import r2_per_group
-
-IDENTITY_ROWS = 4   # W+ rows 0..3 carry identity (id + tex) in the toy world
 
 
 @torch.no_grad()

@@ -1,21 +1,24 @@
 """Train the toy world's networks on toy renders: ``python -m ipsb.backbone.toy.train``.
 
-Seeded end to end (data, init, batch order). Renders ``--n-train`` samples (seed 1000) and
-``--n-val`` held-out samples (seed 2000) with :func:`ipsb.backbone.toy.data.render_samples`, then
-trains with Adam + cosine decay:
+Seeded end to end (codes, init, batch order); runs on CPU or, with ``--device cuda``, on a GPU
+(the shipped weights: see ``ipsb/assets/toy/README.md``). Steps, in order:
 
-* :class:`ToyRegressor` on MSE to the standardised ground-truth coefficients (when its widths equal
-  the identity encoder's, the same CNN is also written as the starting :class:`ToyIdentity`;
-  :mod:`ipsb.backbone.toy.train_identity` then fine-tunes it for invariance);
-* :class:`ToyMasker` on binary cross-entropy to the rendered face coverage.
+1. render ``--n-train`` training codes whose W+ rows are independent (:func:`data.mixed_codes`
+   explains why; seed ``--data-seed``), ``--n-val`` held-out samples (seed 2000) and, for the first
+   half of the training codes, same-identity partners (:func:`data.same_identity_partners`);
+2. :class:`ToyRegressor`: MSE to the standardised ground-truth coefficients;
+3. :class:`ToyMasker`: binary cross-entropy to the rendered face coverage;
+4. :class:`ToyIdentity`: first trained like the regressor (its own, smaller CNN), then fine-tuned
+   for invariance (:mod:`ipsb.backbone.toy.train_identity`) in phases of invariance weight 3, 10, 30.
 
-No augmentation (a shift or flip would change the pose ground truth). Writes float16 state dicts to ``--out``
-(default ``ipsb/assets/toy/``) and prints held-out R^2 per coefficient group. Takes a few minutes
-of CPU; ``--cache`` keeps the rendered data in a ``.pt`` file between runs.
+Adam with cosine decay, no augmentation (a shift or flip would change the pose ground truth).
+Writes float16 state dicts to ``--out`` (refusing to overwrite without ``--overwrite``) and prints
+the held-out accuracy (:func:`ipsb.backbone.toy.report.evaluate`).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -24,48 +27,60 @@ import torch
 import torch.nn.functional as F
 
 from ipsb.backbone.toy import world
-from ipsb.backbone.toy.data import render_samples
+from ipsb.backbone.toy.data import render_codes, render_samples, same_identity_partners
 from ipsb.backbone.toy.generator import ToyGenerator
-from ipsb.backbone.toy.networks import (ASSETS, IDENTITY_WIDTHS, REGRESSOR_WIDTHS, ToyIdentity, ToyMasker,
-                                         ToyRegressor)
+from ipsb.backbone.toy.networks import ASSETS, ToyIdentity, ToyMasker, ToyRegressor
+from ipsb.backbone.toy.train_identity import finetune_identity
+
+NETS = {"regressor": ToyRegressor, "masker": ToyMasker, "identity": ToyIdentity}
 
 
+def _reset(module) -> None:
+    """Re-initialise a layer (the seeded init of a net built from saved weights)."""
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters()
 
-def _fit(net, loss_fn, n: int, steps: int, batch: int, lr: float, seed: int, label: str) -> None:
+
+def fit(net, loss_fn, n: int, steps: int, batch: int, lr: float, seed: int, label: str,
+        max_seconds: float = 0.0) -> int:
+    """Adam steps (cosine lr from ``lr``) of ``loss_fn(batch indices)`` over ``n`` samples; returns
+    the steps run. With ``max_seconds`` > 0 the step count is cut, after a 100-step timing, to what
+    fits that wall-clock budget (the cosine schedule then runs over the new count; logged)."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
+    device = next(net.parameters()).device
     t0 = time.time()
-    for step in range(steps):
+    step = 0
+    while step < steps:
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        idx = torch.randint(0, n, (batch,), generator=gen)
+        idx = torch.randint(0, n, (batch,), generator=gen).to(device)
         loss = loss_fn(idx)
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % 200 == 0 or step == steps - 1:
-            print(f"  {label} step {step:5d} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
-
-
-def mixed_codes(wplus: torch.Tensor) -> torch.Tensor:
-    """Bool ``[n]``: codes whose W+ rows are not all equal.
-
-    In a code made by ``mapping`` + broadcast every row is the same w, so the background (row 8) is
-    a perfect proxy of identity, expression and pose; a CNN trained on such codes learns to read the
-    background instead of the face. Training on codes with independent rows removes that shortcut.
-    """
-    return (wplus - wplus[:, :1]).abs().amax(dim=(1, 2)) > 0
+        if step == 20:
+            t20 = time.time()
+        if max_seconds > 0 and step == 100:
+            per_step = (time.time() - t20) / 80
+            fits = int(max_seconds / per_step)
+            if fits < steps:
+                print(f"  {label}: {per_step * 1e3:.1f} ms/step, cutting {steps} steps to {max(fits, 101)} "
+                      f"to fit {max_seconds:.0f}s", flush=True)
+                steps = max(fits, 101)
+        if step % 1000 == 0 or step == steps - 1:
+            print(f"  {label} step {step:6d}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
+        step += 1
+    return steps
 
 
 def r2_per_group(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
     """Variance-weighted R^2 per coefficient group (and the ``pose`` alias): 1 - SSE / SST."""
     out = {}
-    groups = dict(world.coeff_slices())
+    groups = {k: list(range(*v)) for k, v in world.coeff_slices().items()}
     for alias in ("pose", "identity"):
-        names = world.expand_groups(alias)
-        groups[alias] = [i for nm in names for i in range(*world.coeff_slices()[nm])]
-    for name, sl in groups.items():
-        cols = list(range(*sl)) if isinstance(sl, tuple) else sl
+        groups[alias] = [i for nm in world.expand_groups(alias) for i in groups[nm]]
+    for name, cols in groups.items():
         p, t = pred[:, cols], true[:, cols]
         sse = ((p - t) ** 2).sum()
         sst = ((t - t.mean(0)) ** 2).sum()
@@ -74,79 +89,129 @@ def r2_per_group(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
 
 
 def save_half(net, path: Path) -> None:
-    state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in net.state_dict().items()}
     torch.save(state, path)
+
+
+def load_or_render_shard(gen, cache_dir, n: int, seed: int, partner_seed: int, dtype) -> dict:
+    """Training shard of ``n`` mixed codes (seed ``seed``) with same-identity partners of its first half:
+    ``{"train": render dict, "partner": render dict}``, read from / written to ``cache_dir`` if given."""
+    path = Path(cache_dir) / f"shard_{seed}_{n}_{partner_seed}.pt" if cache_dir else None
+    if path is not None and path.is_file():
+        return torch.load(path, weights_only=True, map_location=gen.w_avg.device)
+    t0 = time.time()
+    tr = render_samples(gen, n, seed=seed, mixed_only=True, image_dtype=dtype)
+    partner = render_codes(gen, same_identity_partners(tr["wplus"][:n // 2], seed=partner_seed), image_dtype=dtype)
+    shard = {"train": tr, "partner": partner}
+    print(f"rendered shard {seed}: {n} codes + {n // 2} partners ({time.time() - t0:.0f}s)", flush=True)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(shard, path)
+    return shard
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-train", type=int, default=2048)
-    ap.add_argument("--n-val", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=700)
-    ap.add_argument("--mask-steps", type=int, default=150)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--out", type=Path, required=True, help="folder for regressor.pt, identity.pt, masker.pt")
+    ap.add_argument("--overwrite", action="store_true", help="replace weights already in --out")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS),
+                    help="networks to train (the others are read from --others for the report)")
+    ap.add_argument("--others", type=Path, default=None,
+                    help="folder with the weights of the networks not trained here (default: the shipped ones)")
+    ap.add_argument("--n-train", type=int, default=4096, help="training codes in all shards together")
+    ap.add_argument("--n-val", type=int, default=512)
+    ap.add_argument("--data-seeds", type=int, nargs="+", default=[3000],
+                    help="one seed per training shard of n-train / len(data-seeds) codes")
+    ap.add_argument("--cache-dir", type=Path, default=None, help="keep rendered shards here between runs")
+    ap.add_argument("--render-only", action="store_true", help="render (and cache) the shards, then stop")
+    ap.add_argument("--steps", type=int, default=1000, help="regressor steps")
+    ap.add_argument("--identity-steps", type=int, default=1000, help="identity pre-training steps")
+    ap.add_argument("--invariance-steps", type=int, nargs=3, default=(500, 400, 300),
+                    help="steps of the three invariance phases (weights 3, 10, 30)")
+    ap.add_argument("--mask-steps", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=ASSETS)
-    ap.add_argument("--cache", type=Path, default=None)
-    ap.add_argument("--resume", action="store_true", help="start from the weights already in --out")
-    ap.add_argument("--train-seeds", type=int, nargs="*", default=None,
-                    help="render the training set as mixed-code shards with these seeds (shipped: 3000 4000)")
-    ap.add_argument("--all-codes", action="store_true",
-                    help="also train on codes whose W+ rows are all equal (default: mixed codes only)")
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="seconds for all training phases together (0: no limit); each phase gets its share "
+                         "by planned steps and is cut to fit (logged)")
     args = ap.parse_args(argv)
+    written = [f"{n}.pt" for n in args.nets]
+    existing = [f for f in written if (args.out / f).exists()]
+    if existing and not args.overwrite and not args.render_only:
+        raise SystemExit(f"{args.out} already holds {existing}; pass --overwrite to replace them")
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(args.seed)
-    gen = ToyGenerator(seed=0).eval()
     t0 = time.time()
-    if args.cache is not None and args.cache.is_file():
-        data = torch.load(args.cache, weights_only=True)
-    else:
-        if args.train_seeds:   # mixed-only shards of n_train / len(seeds) codes each
-            per = args.n_train // len(args.train_seeds)
-            shards = [render_samples(gen, per, seed=sd, mixed_only=True) for sd in args.train_seeds]
-            train = {k: torch.cat([sh[k] for sh in shards]) for k in shards[0]}
-        else:
-            train = render_samples(gen, args.n_train, seed=1000)
-        data = {"train": train, "val": render_samples(gen, args.n_val, seed=2000)}
-        if args.cache is not None:
-            torch.save(data, args.cache)
-    print(f"data: {args.n_train} train / {args.n_val} val samples ({time.time() - t0:.0f}s)", flush=True)
-    tr, va = data["train"], data["val"]
-    if not args.all_codes:
-        tr = {k: v[mixed_codes(tr["wplus"])] for k, v in tr.items()}
-        args.n_train = tr["wplus"].shape[0]
-        print(f"training on the {args.n_train} codes with independent W+ rows", flush=True)
+    gen = ToyGenerator(seed=0).eval().to(device)
+    per = args.n_train // len(args.data_seeds)
+    shards = [load_or_render_shard(gen, args.cache_dir, per, sd, args.seed + 5 + sd, torch.float16)
+              for sd in args.data_seeds]
+    if args.render_only:
+        return 0
+    tr = {k: torch.cat([sh["train"][k] for sh in shards]) for k in shards[0]["train"]}
+    pairs = {k: torch.cat([sh["train"][k][:per // 2] for sh in shards]) for k in ("image", "coeffs")}
+    partner_images = torch.cat([sh["partner"]["image"] for sh in shards])
+    del shards
+    va = render_samples(gen, args.n_val, seed=2000)
+    n = tr["image"].shape[0]
+    print(f"{n} training codes, {partner_images.shape[0]} same-identity pairs, {args.n_val} validation samples "
+          f"on {device} ({time.time() - t0:.0f}s)", flush=True)
+    planned = (args.steps * ("regressor" in args.nets) + args.mask_steps * ("masker" in args.nets)
+               + (args.identity_steps + 2 * sum(args.invariance_steps)) * ("identity" in args.nets))
+    share = lambda steps: args.time_budget * steps / max(planned, 1)   # invariance steps cost two forwards
     mean, std = tr["coeffs"].mean(0), tr["coeffs"].std(0)
     target = (tr["coeffs"] - mean) / std
+    image = lambda i: tr["image"][i].float()
+    others = args.others or ASSETS
+    nets = {name: cls(weights=None if name in args.nets else str(others / f"{name}.pt")).to(device)
+            for name, cls in NETS.items()}
+    reg, masker, ident = nets["regressor"], nets["masker"], nets["identity"]
 
-    torch.manual_seed(args.seed + 1)
-    reg = ToyRegressor(weights=str(args.out / "regressor.pt") if args.resume else None)
-    reg.coeff_mean.copy_(mean)
-    reg.coeff_std.copy_(std)
-    _fit(reg, lambda i: F.mse_loss(reg.forward_standardized(tr["image"][i]), target[i]),
-         args.n_train, args.steps, args.batch, args.lr, args.seed + 11, "regressor")
-    ident = ToyIdentity(weights=None)
-    same_arch = REGRESSOR_WIDTHS == IDENTITY_WIDTHS
-    if same_arch:   # otherwise train the identity encoder with ipsb.backbone.toy.train_identity
-        ident.net.load_state_dict(reg.net.state_dict())
-    torch.manual_seed(args.seed + 3)
-    masker = ToyMasker(weights=str(args.out / "masker.pt") if args.resume else None)
-    _fit(masker, lambda i: F.binary_cross_entropy_with_logits(masker.logits(tr["image"][i]), tr["mask"][i]),
-         args.n_train, args.mask_steps, args.batch, args.lr, args.seed + 13, "masker")
+    if "regressor" in args.nets:
+        torch.manual_seed(args.seed + 1)
+        reg.net.apply(_reset)
+        reg.coeff_mean.copy_(mean)
+        reg.coeff_std.copy_(std)
+        fit(reg, lambda i: F.mse_loss(reg.forward_standardized(image(i)), target[i]),
+            n, args.steps, args.batch, args.lr, args.seed + 11, "regressor", share(args.steps))
+    if "masker" in args.nets:
+        torch.manual_seed(args.seed + 3)
+        masker.apply(_reset)
+        fit(masker, lambda i: F.binary_cross_entropy_with_logits(masker.logits(image(i)), tr["mask"][i].float()),
+            n, args.mask_steps, args.batch, args.lr, args.seed + 13, "masker", share(args.mask_steps))
+    if "identity" in args.nets:
+        torch.manual_seed(args.seed + 2)
+        ident.net.apply(_reset)
+        fit(ident, lambda i: F.mse_loss(ident.net(image(i)), target[i]),
+            n, args.identity_steps, args.batch, args.lr, args.seed + 12, "identity pre-training",
+            share(args.identity_steps))
+        id_target = ((pairs["coeffs"] - mean) / std)[:, ident.embed_index]
+        phases = [(3.0, args.invariance_steps[0], args.lr / 2), (10.0, args.invariance_steps[1], args.lr / 4),
+                  (30.0, args.invariance_steps[2], args.lr / 8)]
+        finetune_identity(ident, pairs["image"], partner_images, id_target, phases, fit, args.batch, args.seed,
+                          lambda steps: share(2 * steps))
 
-    reg.eval(), ident.eval(), masker.eval()
+    from ipsb.backbone.toy.report import evaluate
+
+    for net in nets.values():
+        net.eval()
     with torch.no_grad():
         r2 = r2_per_group(reg(va["image"]), va["coeffs"])
-        pm = masker(va["image"]) > 0.5
-        tm = va["mask"] > 0.5
-        iou = float((pm & tm).sum() / (pm | tm).sum())
-    print("held-out R^2:", {k: round(v, 3) for k, v in r2.items()}, f"mask IoU {iou:.3f}")
+    report = evaluate(gen, reg, ident, masker, n=args.n_val, seed=9000)
+    print("held-out R^2 (seed 2000):", {k: round(v, 3) for k, v in r2.items()})
+    print("toy-report (seed 9000):", {k: round(v, 3) for k, v in report.items()})
     args.out.mkdir(parents=True, exist_ok=True)
-    save_half(reg, args.out / "regressor.pt")
-    if same_arch:
-        save_half(ident, args.out / "identity.pt")
-    save_half(masker, args.out / "masker.pt")
-    print(f"wrote {args.out} ({time.time() - t0:.0f}s total)")
+    for name in args.nets:
+        save_half(nets[name], args.out / f"{name}.pt")
+    (args.out / f"train_log_{'_'.join(args.nets)}.json").write_text(json.dumps(
+        {"args": {k: str(v) for k, v in vars(args).items()}, "r2_val": r2, "report": report,
+         "seconds": time.time() - t0}, indent=1))
+    print(f"wrote {written} to {args.out} ({time.time() - t0:.0f}s total)")
     return 0
 
 

@@ -65,7 +65,7 @@ COEFF_SCALE: dict[str, tuple[float, ...]] = {
     "id": (1.0,) * 8, "exp": (1.0,) * 6, "tex": (1.0,) * 6,
     "angle": (0.5, 0.35, 0.25),          # yaw ~ +-29 deg, pitch ~ +-20 deg, roll ~ +-14 deg
     "gamma": (0.2, 0.7, 0.5, 1.0),
-    "trans": (0.15, 0.15, 0.4)}
+    "trans": (0.25, 0.2, 0.12)}
 
 CAM_DIST = 4.5
 FOCAL = 3.0
