@@ -64,7 +64,8 @@ def test_toy_true_subspace_spans_the_readout_jacobian(gen):
         rows = torch.cat([jac[slice(*sl[n])] for n in world.expand_groups(alias)])
         resid = rows - (rows @ q) @ q.T
         assert resid.norm() < 1e-4 * rows.norm()
-    assert gen.true_subspace("pose").shape == (320, 6)
+    assert gen.true_subspace("pose").shape == (320, 5)          # yaw, pitch, roll, trans x, y (depth fixed)
+    assert jac[sl["trans"][0] + 2].abs().max() == 0
     # pose and expression share rows 4-5 but are different directions
     overlap = torch.linalg.svdvals(gen.true_subspace("pose").T @ gen.true_subspace("exp"))
     assert overlap.max() < 0.99

@@ -157,7 +157,8 @@ class ToyGenerator(Generator):
         ``"identity"`` = id + tex, ``"lighting"`` = gamma), in ``wplus.flatten(1)`` coordinates."""
         cols = []
         for name in world.expand_groups(group):
-            a = getattr(self, f"readout_{name}")
+            a0, b0 = self._slices[name]
+            a = getattr(self, f"readout_{name}")[self.coeff_scale[a0:b0] != 0]   # fixed coefficients move nothing
             full = torch.zeros(a.shape[0], self.num_ws, self.w_dim, dtype=a.dtype, device=a.device)
             for j, row in enumerate(self.layer_groups[name]):
                 full[:, row] = a[:, j * self.w_dim:(j + 1) * self.w_dim]
@@ -184,7 +185,12 @@ class ToyGenerator(Generator):
 
     def raw_features(self, wplus: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """W+ -> the unmodulated full-resolution feature map ``[B,10,R,R]`` (channel layout above)."""
-        out = self.render_coefficients(self.coefficients(wplus))
+        return self.raw_features_of(self.coefficients(wplus), wplus, noise_mode)
+
+    def raw_features_of(self, coeffs: torch.Tensor, wplus: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """Feature map ``[B,10,R,R]`` of the face with coefficients ``coeffs [B,30]`` (any values, e.g. a
+        perturbed readout) over the background and detail of ``wplus`` rows 8 and 9."""
+        out = self.render_coefficients(coeffs)
         detail = self.detail(wplus[:, 9])
         if noise_mode == "const":
             detail = detail + self.noise_strength * self.const_noise

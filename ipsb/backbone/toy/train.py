@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     planned = (args.steps * ("regressor" in args.nets) + args.mask_steps * ("masker" in args.nets)
                + (args.identity_steps + 2 * sum(args.invariance_steps)) * ("identity" in args.nets))
     share = lambda steps: args.time_budget * steps / max(planned, 1)   # invariance steps cost two forwards
-    mean, std = tr["coeffs"].mean(0), tr["coeffs"].std(0)
+    mean, std = tr["coeffs"].mean(0), tr["coeffs"].std(0).clamp_min(1e-3)   # a fixed coefficient: target 0
     target = (tr["coeffs"] - mean) / std
     image = lambda i: tr["image"][i].float()
     others = args.others or ASSETS

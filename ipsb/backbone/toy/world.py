@@ -15,7 +15,10 @@ The toy world (DESIGN.md section 5) is a synthetic face world with known ground 
 
 Coefficient layout (``ToyFaceModel.coeff_groups``, :data:`COEFF_LAYOUT`): id 8, exp 6, tex 6,
 angle 3 (yaw, pitch, roll in radians), gamma 4 (ambient, light x, light y, warm tint), trans 3;
-30 in all.
+30 in all. The depth translation (trans z) keeps the BFM layout but is fixed at 0 (scale 0): at 64 px
+a depth change of a few percent of the camera distance only rescales the face, which no image
+network can tell from the face-width identity coefficient, so it would be a pose direction that no
+regressor can see (an earlier world with trans z in +-0.12 gave it a local derivative of 0.1).
 
 Camera (shared by face model and renderer): the face sits at the origin of model space (y up,
 nose towards +z); camera space puts it at ``z = -CAM_DIST`` in front of a pinhole camera at the
@@ -65,7 +68,7 @@ COEFF_SCALE: dict[str, tuple[float, ...]] = {
     "id": (1.0,) * 8, "exp": (1.0,) * 6, "tex": (1.0,) * 6,
     "angle": (0.5, 0.35, 0.25),          # yaw ~ +-29 deg, pitch ~ +-20 deg, roll ~ +-14 deg
     "gamma": (0.2, 0.7, 0.5, 1.0),
-    "trans": (0.25, 0.2, 0.12)}
+    "trans": (0.25, 0.2, 0.0)}            # in the image plane: depth stays fixed (see below)
 
 CAM_DIST = 4.5
 FOCAL = 3.0
