@@ -43,18 +43,3 @@ def test_fit_cuts_steps_to_the_time_budget():
     assert train.fit(net, loss, 64, 150, 8, 1e-2, 0, "plain") == 150
     assert train.fit(net, loss, 64, 100_000, 8, 1e-2, 0, "budget", max_seconds=0.05) < 100_000
 
-
-def test_derivative_finetuning_reduces_the_derivative_error(tmp_path, capsys):
-    """``train_derivatives`` fine-tunes from given weights and lowers the finite-difference error."""
-    from ipsb.backbone.toy import train_derivatives
-
-    init = tmp_path / "init"
-    assert train.main(TINY + ["--out", str(init), "--data-seeds", "5"]) == 0
-    args = ["--init", str(init), "--out", str(tmp_path / "d"), "--cache-dir", str(tmp_path / "c"), "--n-shard", "32",
-            "--n-tangent", "16", "--steps", "40", "--batch", "8", "--lr", "3e-3", "--weight", "5"]
-    assert train_derivatives.main(["--net", "regressor"] + args) == 0
-    before, after = json.loads((tmp_path / "d" / "train_log_regressor_derivatives.json").read_text())["derivative_error"]
-    assert after < 0.8 * before, (before, after)
-    ToyRegressor(weights=str(tmp_path / "d" / "regressor.pt"))
-    with pytest.raises(SystemExit, match="--overwrite"):
-        train_derivatives.main(["--net", "regressor"] + args)
