@@ -1,6 +1,6 @@
 """Stage-1/2 acceptance in the toy world: basis vs no-basis (free offset) mapping, then stage 2.
 
-    python benchmarks/stage1_toy.py [--steps1 100] [--steps2 50] [--batch 4] [--basis PATH|oracle]
+    python benchmarks/stage1_toy.py [--steps1 600] [--steps2 80] [--batch 8] [--attr-weight 10] [--basis PATH|oracle]
 
 Trains, on CPU, (1) MappingModule with the StyleIPSB basis, (2) the same with ``mode="free"`` (the
 paper's "no basis" ablation), (3) DetailModule on top of (1), and measures all of them on 64
@@ -154,12 +154,12 @@ def table(results: dict[str, dict[str, float]], baseline: str = "no swap (w_s)")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps1", type=int, default=100)
-    p.add_argument("--steps2", type=int, default=50)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--steps1", type=int, default=600)
+    p.add_argument("--steps2", type=int, default=80)
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr1", type=float, default=3e-3)
     p.add_argument("--lr2", type=float, default=2e-2)
-    p.add_argument("--attr-weight", type=float, default=1.0, help="e_attr of stages 1 and 2")
+    p.add_argument("--attr-weight", type=float, default=10.0, help="e_attr of stages 1 and 2 (toy configs: 10)")
     p.add_argument("--render-weight", type=float, default=0.0,
                    help="L_render weight in training (0: logged only; its backward is the costliest term)")
     p.add_argument("--basis", default=None, help="basis file, or 'oracle' (default: outputs/toy/basis.pt or computed)")
