@@ -1,6 +1,6 @@
 """Stage-1/2 acceptance in the toy world: basis vs no-basis (free offset) mapping, then stage 2.
 
-    python benchmarks/stage1_toy.py [--steps1 600] [--steps2 80] [--batch 8] [--attr-weight 10] [--basis PATH|oracle]
+    python benchmarks/stage1_toy.py [--steps1 1200] [--steps2 80] [--batch 8] [--attr-weight 10] [--basis PATH|oracle]
 
 Trains, on CPU, (1) MappingModule with the StyleIPSB basis, (2) the same with ``mode="free"`` (the
 paper's "no basis" ablation), (3) DetailModule on top of (1), and measures all of them on 64
@@ -154,7 +154,7 @@ def table(results: dict[str, dict[str, float]], baseline: str = "no swap (w_s)")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps1", type=int, default=600)
+    p.add_argument("--steps1", type=int, default=1200)
     p.add_argument("--steps2", type=int, default=80)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr1", type=float, default=3e-3)
