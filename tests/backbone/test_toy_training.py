@@ -24,6 +24,8 @@ def test_train_writes_loadable_weights_and_refuses_to_overwrite(tmp_path, capsys
     shards = sorted(p.name for p in cache.iterdir())
     assert shards == ["shard_5_16_10.pt", "shard_6_16_11.pt"]    # 32 codes in two seeded shards
     first = (out / "regressor.pt").read_bytes()
+    with pytest.raises(SystemExit, match="--tangent-codes"):
+        train.main(TINY + ["--out", str(tmp_path / "x"), "--tangent-steps", "5"])
     with pytest.raises(SystemExit, match="--overwrite"):
         train.main(TINY + ["--out", str(out), "--cache-dir", str(cache), "--data-seeds", "5", "6"])
     assert (out / "regressor.pt").read_bytes() == first
@@ -43,3 +45,62 @@ def test_fit_cuts_steps_to_the_time_budget():
     assert train.fit(net, loss, 64, 150, 8, 1e-2, 0, "plain") == 150
     assert train.fit(net, loss, 64, 100_000, 8, 1e-2, 0, "budget", max_seconds=0.05) < 100_000
 
+
+
+def test_attribute_tangents_match_finite_differences_and_keep_identity_fixed():
+    from ipsb.backbone.toy import world
+    from ipsb.backbone.toy.data import attribute_tangents
+    from ipsb.backbone.toy.generator import ToyGenerator
+
+    gen = ToyGenerator().eval()
+    w = gen.sample_wplus(3, seed=4, mix=True)
+    out = attribute_tangents(gen, w, per_code=2, seed=1, image_dtype=torch.float32)
+    assert out["tangent"].shape == (3, 2, 3, 64, 64) and out["coeff_tangent"].shape == (3, 2, world.NUM_COEFFS)
+    sl = world.coeff_slices()
+    moved = out["coeff_tangent"].abs().sum((0, 1)) > 0
+    for name in ("id", "tex", "gamma"):                       # only expression and pose directions
+        assert not moved[slice(*sl[name])].any()
+    assert moved[slice(*sl["exp"])].all() and moved[slice(*sl["angle"])].all()
+    assert not moved[sl["trans"][0] + 2]                      # depth is fixed in the toy world
+    c = gen.coefficients(w)
+    t = out["coeff_tangent"][:, 0]
+    h = 1e-3
+    with torch.no_grad():
+        fd = (gen.compose(gen.raw_features_of(c + h * t, w)) - gen.compose(gen.raw_features_of(c - h * t, w))) / (2 * h)
+        assert torch.allclose(out["image"], gen.synthesis(w), atol=1e-5)
+    # the soft rasteriser's edges are sharp (sigma 0.35 px), so compare in norm, not per pixel
+    assert float((fd - out["tangent"][:, 0]).norm() / fd.norm()) < 0.5
+
+
+def test_tangent_penalty_is_the_embedding_derivative():
+    from ipsb.backbone.toy.train_identity import tangent_penalty
+
+    torch.manual_seed(0)
+    ident = ToyIdentity(weights=None)
+    x, t = torch.rand(4, 3, 64, 64) * 2 - 1, torch.randn(4, 2, 3, 64, 64)
+    target = torch.zeros(4, 14)
+    loss = tangent_penalty(ident, x, t, target, 3.0)(torch.tensor([0, 3, 5]))   # codes 0, 1, 2; tangents 0, 1, 1
+    _, jv = torch.func.jvp(ident.features, (x[[0, 1, 2]],), (t[[0, 1, 2], [0, 1, 1]],))
+    expected = 3.0 * jv.pow(2).mean() + ident.features(x[[0, 1, 2]]).pow(2).mean()
+    assert torch.allclose(loss, expected, rtol=1e-3)
+
+
+def test_train_fine_tunes_from_init_with_a_tangent_phase(tmp_path, capsys):
+    out, cache, init = tmp_path / "out", tmp_path / "cache", tmp_path / "init"
+    init.mkdir()
+    torch.manual_seed(3)
+    train.save_half(ToyIdentity(weights=None), init / "identity.pt")
+    args = TINY + ["--cache-dir", str(cache), "--data-seeds", "5", "--nets", "identity", "--init", str(init),
+                   "--tangent-codes", "4", "--tangent-steps", "2"]
+    assert train.main(args + ["--out", str(out)]) == 0
+    assert "local invariance" in capsys.readouterr().out
+    assert sorted(p.name for p in cache.iterdir()) == ["shard_5_32_10.pt", "tangents_12_4_2.pt"]   # tangent seed = seed + 7 + shard seed
+    tuned = torch.load(out / "identity.pt", weights_only=True)
+    start = torch.load(init / "identity.pt", weights_only=True)
+    assert any(not torch.equal(tuned[k], start[k]) for k in start)
+    # steps 0: the init weights come back unchanged (no re-initialisation)
+    zero = TINY[:TINY.index("--identity-steps")] + ["--identity-steps", "0", "--invariance-steps", "0", "0", "0"]
+    assert train.main(zero + ["--cache-dir", str(cache), "--data-seeds", "5", "--nets", "identity", "--init", str(init),
+                              "--out", str(tmp_path / "same")]) == 0
+    same = torch.load(tmp_path / "same" / "identity.pt", weights_only=True)
+    assert all(torch.equal(same[k], start[k]) for k in start)

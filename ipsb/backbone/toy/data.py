@@ -63,3 +63,49 @@ def same_identity_partners(wplus: torch.Tensor, seed: int) -> torch.Tensor:
     n = wplus.shape[0]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(wplus.device)
     return torch.cat([wplus[:, :IDENTITY_ROWS], wplus[perm, IDENTITY_ROWS:]], 1)
+
+
+#: Coefficient groups whose directions :func:`attribute_tangents` samples (expression and pose).
+ATTRIBUTE_TANGENT_GROUPS = ("exp", "angle", "trans")
+
+
+def attribute_tangents(generator, wplus: torch.Tensor, per_code: int = 2, seed: int = 0,
+                       groups=ATTRIBUTE_TANGENT_GROUPS, chunk: int = 64,
+                       image_dtype: torch.dtype = torch.float16) -> dict:
+    """Exact image tangents of W+ codes ``[n,10,32]`` along random attribute directions.
+
+    For every code, ``per_code`` seeded directions ``t`` in coefficient space (Gaussian in units of
+    each coefficient's scale, zero outside ``groups`` and for fixed coefficients) and the image
+    tangent ``d image / d coeffs . t`` by forward-mode AD (:func:`torch.func.jvp`) through face
+    model, renderer and compositing: the derivative the basis takes through the generator.
+
+    Returns ``{"image": [n,3,R,R], "tangent": [n,per_code,3,R,R], "coeff_tangent": [n,per_code,30]}``
+    on the generator's device (images in ``image_dtype``).
+    """
+    from torch.func import jvp
+
+    from ipsb.backbone.toy import world
+
+    device = generator.w_avg.device
+    wplus = wplus.to(device)
+    keep = torch.zeros(world.NUM_COEFFS)
+    for name in groups:
+        a, b = world.coeff_slices()[name]
+        keep[a:b] = 1
+    scale = generator.coeff_scale.cpu() * keep
+    coeff_tangent = torch.randn(wplus.shape[0], per_code, world.NUM_COEFFS,
+                                generator=torch.Generator().manual_seed(seed)) * scale
+    coeff_tangent = coeff_tangent.to(device)
+    images, tangents = [], []
+    for i in range(0, wplus.shape[0], chunk):
+        w = wplus[i:i + chunk]
+        with torch.no_grad():
+            coeffs = generator.coefficients(w)
+        render = lambda c: generator.compose(generator.raw_features_of(c, w))
+        per = []
+        for k in range(per_code):
+            image, tangent = jvp(render, (coeffs,), (coeff_tangent[i:i + chunk, k],))
+            per.append(tangent.detach().to(image_dtype))
+        images.append(image.detach().to(image_dtype))
+        tangents.append(torch.stack(per, 1))
+    return {"image": torch.cat(images), "tangent": torch.cat(tangents), "coeff_tangent": coeff_tangent}

@@ -5,11 +5,16 @@ Seeded end to end (codes, init, batch order); runs on CPU or, with ``--device cu
 
 1. render ``--n-train`` training codes whose W+ rows are independent (:func:`data.mixed_codes`
    explains why; seed ``--data-seed``), ``--n-val`` held-out samples (seed 2000) and, for the first
-   half of the training codes, same-identity partners (:func:`data.same_identity_partners`);
+   half of the training codes, same-identity partners (:func:`data.same_identity_partners`) and,
+   for the first ``--tangent-codes`` codes, exact image tangents along random expression / pose
+   directions (:func:`data.attribute_tangents`);
 2. :class:`ToyRegressor`: MSE to the standardised ground-truth coefficients;
 3. :class:`ToyMasker`: binary cross-entropy to the rendered face coverage;
 4. :class:`ToyIdentity`: first trained like the regressor (its own, smaller CNN), then fine-tuned
-   for invariance (:mod:`ipsb.backbone.toy.train_identity`) in phases of invariance weight 3, 10, 30.
+   for invariance (:mod:`ipsb.backbone.toy.train_identity`) in phases of invariance weight 3, 10, 30
+   and, with ``--tangent-steps``, a last phase that also penalises its derivative along the tangents.
+
+``--init DIR`` fine-tunes the weights in ``DIR`` instead of starting from a seeded fresh init.
 
 Adam with cosine decay, no augmentation (a shift or flip would change the pose ground truth).
 Writes float16 state dicts to ``--out`` (refusing to overwrite without ``--overwrite``) and prints
@@ -27,10 +32,11 @@ import torch
 import torch.nn.functional as F
 
 from ipsb.backbone.toy import world
-from ipsb.backbone.toy.data import render_codes, render_samples, same_identity_partners
+from ipsb.backbone.toy.data import attribute_tangents, render_codes, render_samples, same_identity_partners
 from ipsb.backbone.toy.generator import ToyGenerator
 from ipsb.backbone.toy.networks import ASSETS, ToyIdentity, ToyMasker, ToyRegressor
-from ipsb.backbone.toy.train_identity import finetune_identity
+from ipsb.backbone.toy.train_identity import (finetune_identity, finetune_identity_locally, identity_pair_loss,
+                                              tangent_penalty)
 
 NETS = {"regressor": ToyRegressor, "masker": ToyMasker, "identity": ToyIdentity}
 
@@ -110,6 +116,20 @@ def load_or_render_shard(gen, cache_dir, n: int, seed: int, partner_seed: int, d
     return shard
 
 
+def load_or_render_tangents(gen, cache_dir, wplus, seed: int, per_code: int) -> dict:
+    """:func:`data.attribute_tangents` of ``wplus`` (seed ``seed``), read from / written to ``cache_dir``."""
+    path = Path(cache_dir) / f"tangents_{seed}_{wplus.shape[0]}_{per_code}.pt" if cache_dir else None
+    if path is not None and path.is_file():
+        return torch.load(path, weights_only=True, map_location=gen.w_avg.device)
+    t0 = time.time()
+    out = attribute_tangents(gen, wplus, per_code=per_code, seed=seed)
+    print(f"rendered {per_code} attribute tangents of {wplus.shape[0]} codes ({time.time() - t0:.0f}s)", flush=True)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(out, path)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="folder for regressor.pt, identity.pt, masker.pt")
@@ -117,6 +137,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS),
                     help="networks to train (the others are read from --others for the report)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="fine-tune: start the networks trained here from the weights in this folder "
+                         "instead of a seeded fresh init")
     ap.add_argument("--others", type=Path, default=None,
                     help="folder with the weights of the networks not trained here (default: the shipped ones)")
     ap.add_argument("--n-train", type=int, default=4096, help="training codes in all shards together")
@@ -129,6 +152,12 @@ def main(argv=None) -> int:
     ap.add_argument("--identity-steps", type=int, default=1000, help="identity pre-training steps")
     ap.add_argument("--invariance-steps", type=int, nargs=3, default=(500, 400, 300),
                     help="steps of the three invariance phases (weights 3, 10, 30)")
+    ap.add_argument("--tangent-codes", type=int, default=0,
+                    help="training codes (all shards together) that get exact attribute tangents for the "
+                         "identity encoder's local-invariance phase")
+    ap.add_argument("--tangents-per-code", type=int, default=2)
+    ap.add_argument("--tangent-steps", type=int, default=0, help="steps of the local-invariance phase")
+    ap.add_argument("--tangent-weight", type=float, default=10.0)
     ap.add_argument("--mask-steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -137,6 +166,8 @@ def main(argv=None) -> int:
                     help="seconds for all training phases together (0: no limit); each phase gets its share "
                          "by planned steps and is cut to fit (logged)")
     args = ap.parse_args(argv)
+    if args.tangent_steps and args.tangent_codes < len(args.data_seeds):
+        raise SystemExit(f"--tangent-steps {args.tangent_steps} needs --tangent-codes (at least one per shard)")
     written = [f"{n}.pt" for n in args.nets]
     existing = [f for f in written if (args.out / f).exists()]
     if existing and not args.overwrite and not args.render_only:
@@ -151,9 +182,14 @@ def main(argv=None) -> int:
     per = args.n_train // len(args.data_seeds)
     shards = [load_or_render_shard(gen, args.cache_dir, per, sd, args.seed + 5 + sd, torch.float16)
               for sd in args.data_seeds]
+    per_tangent = args.tangent_codes // len(args.data_seeds)
+    tangent_sets = [load_or_render_tangents(gen, args.cache_dir, sh["train"]["wplus"][:per_tangent],
+                                            args.seed + 7 + sd, args.tangents_per_code)
+                    for sh, sd in zip(shards, args.data_seeds)] if per_tangent and "identity" in args.nets else []
     if args.render_only:
         return 0
     tr = {k: torch.cat([sh["train"][k] for sh in shards]) for k in shards[0]["train"]}
+    tangent_coeffs = torch.cat([sh["train"]["coeffs"][:per_tangent] for sh in shards])
     pairs = {k: torch.cat([sh["train"][k][:per // 2] for sh in shards]) for k in ("image", "coeffs")}
     partner_images = torch.cat([sh["partner"]["image"] for sh in shards])
     del shards
@@ -162,32 +198,35 @@ def main(argv=None) -> int:
     print(f"{n} training codes, {partner_images.shape[0]} same-identity pairs, {args.n_val} validation samples "
           f"on {device} ({time.time() - t0:.0f}s)", flush=True)
     planned = (args.steps * ("regressor" in args.nets) + args.mask_steps * ("masker" in args.nets)
-               + (args.identity_steps + 2 * sum(args.invariance_steps)) * ("identity" in args.nets))
+               + (args.identity_steps + 2 * sum(args.invariance_steps) + 5 * args.tangent_steps)
+               * ("identity" in args.nets))
     share = lambda steps: args.time_budget * steps / max(planned, 1)   # invariance steps cost two forwards
     mean, std = tr["coeffs"].mean(0), tr["coeffs"].std(0).clamp_min(1e-3)   # a fixed coefficient: target 0
     target = (tr["coeffs"] - mean) / std
     image = lambda i: tr["image"][i].float()
     others = args.others or ASSETS
-    nets = {name: cls(weights=None if name in args.nets else str(others / f"{name}.pt")).to(device)
-            for name, cls in NETS.items()}
+    start = lambda name: (str(args.init / f"{name}.pt") if args.init else None) if name in args.nets \
+        else str(others / f"{name}.pt")
+    nets = {name: cls(weights=start(name)).to(device) for name, cls in NETS.items()}
+    reset = (lambda module: None) if args.init else _reset
     reg, masker, ident = nets["regressor"], nets["masker"], nets["identity"]
 
     if "regressor" in args.nets:
         torch.manual_seed(args.seed + 1)
-        reg.net.apply(_reset)
+        reg.net.apply(reset)
         reg.coeff_mean.copy_(mean)
         reg.coeff_std.copy_(std)
         fit(reg, lambda i: F.mse_loss(reg.forward_standardized(image(i)), target[i]),
             n, args.steps, args.batch, args.lr, args.seed + 11, "regressor", share(args.steps))
     if "masker" in args.nets:
         torch.manual_seed(args.seed + 3)
-        masker.apply(_reset)
+        masker.apply(reset)
         fit(masker, lambda i: F.binary_cross_entropy_with_logits(masker.logits(image(i)), tr["mask"][i].float()),
             n, args.mask_steps, args.batch, args.lr, args.seed + 13, "masker", share(args.mask_steps))
     if "identity" in args.nets:
         torch.manual_seed(args.seed + 2)
-        ident.net.apply(_reset)
-        fit(ident, lambda i: F.mse_loss(ident.net(image(i)), target[i]),
+        ident.net.apply(reset)
+        fit(ident, lambda i: F.mse_loss(ident.outputs(image(i)), target[i]),
             n, args.identity_steps, args.batch, args.lr, args.seed + 12, "identity pre-training",
             share(args.identity_steps))
         id_target = ((pairs["coeffs"] - mean) / std)[:, ident.embed_index]
@@ -195,6 +234,16 @@ def main(argv=None) -> int:
                   (30.0, args.invariance_steps[2], args.lr / 8)]
         finetune_identity(ident, pairs["image"], partner_images, id_target, phases, fit, args.batch, args.seed,
                           lambda steps: share(2 * steps))
+        if args.tangent_steps and tangent_sets:
+            images = torch.cat([t["image"] for t in tangent_sets])
+            tangents = torch.cat([t["tangent"] for t in tangent_sets])
+            penalty = tangent_penalty(ident, images, tangents, ((tangent_coeffs - mean) / std)[:, ident.embed_index],
+                                      args.tangent_weight)
+            loss = finetune_identity_locally(identity_pair_loss(ident, pairs["image"], partner_images, id_target, 30.0),
+                                             penalty, tangents.shape[0] * tangents.shape[1], max(args.batch // 2, 1),
+                                             args.seed + 23)
+            fit(ident, loss, pairs["image"].shape[0], args.tangent_steps, args.batch, args.lr / 8, args.seed + 21,
+                f"identity (local invariance {args.tangent_weight:g})", share(5 * args.tangent_steps))
 
     from ipsb.backbone.toy.report import evaluate
 
