@@ -25,7 +25,8 @@ step() { echo; echo "=== $1 ($(date +%T))"; }
   step "1. toy networks on CUDA"
   timeout 300 python3 -m ipsb.backbone.toy.train --device cuda --out "$OUT/toy" \
       --n-train 131072 --n-val 1024 --steps 20000 --batch 256 --lr 2e-3 --mask-steps 2000 \
-      --identity-steps 10000 --invariance-steps 5000 4000 3000 --time-budget 210
+      --identity-steps 10000 --invariance-steps 5000 4000 3000 --tangent-codes 8192 --tangent-steps 3000 \
+      --tangent-weight 30 --time-budget 210
   if [ -f "$OUT/toy/masker.pt" ]; then cp "$OUT"/toy/*.pt ipsb/assets/toy/; echo "installed the new toy weights"; fi
 
   step "2. CUDA tests"

@@ -48,7 +48,6 @@ ASSETS = Path(__file__).resolve().parent.parent.parent / "assets" / "toy"
 #: Conv widths of the regressor and of the identity encoder (the shipped assets' architectures).
 REGRESSOR_WIDTHS = (32, 64, 128, 128)
 IDENTITY_WIDTHS = (16, 32, 64, 64)
-IDENTITY_POOL = "flatten"
 INPUT_SIZE = world.RESOLUTION
 #: Low-pass (Gaussian sigma, pixels) in front of the regressor and the identity encoder; see the module docstring.
 INPUT_BLUR_SIGMA = 1.0
@@ -76,7 +75,7 @@ def conv_block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 class ConvEncoder(nn.Module):
     """image ``[B,3,64,64]`` -> feature vector ``[B,hidden]`` (four stride-2 conv blocks + MLP)."""
 
-    def __init__(self, out_dim: int, widths=(16, 32, 64, 64), hidden: int = 128, pool: str = "flatten"):
+    def __init__(self, out_dim: int, widths=(16, 32, 64, 64), hidden: int = 128):
         super().__init__()
         layers, cin = [], 3
         for w in widths:
@@ -84,9 +83,8 @@ class ConvEncoder(nn.Module):
             cin = w
         self.convs = nn.Sequential(*layers)
         side = INPUT_SIZE // 2 ** len(widths)
-        first = (nn.Flatten(), nn.Linear(cin * side * side, hidden)) if pool == "flatten" else \
-            (nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, hidden))
-        self.head = nn.Sequential(*first, nn.SiLU(), nn.Linear(hidden, out_dim))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, hidden), nn.SiLU(),
+                                  nn.Linear(hidden, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.convs(x))
@@ -153,7 +151,7 @@ class ToyIdentity(IdentityEncoder, _ToyNet):
 
     def __init__(self, weights: Optional[str] = "default"):
         super().__init__()
-        self.net = ConvEncoder(world.NUM_COEFFS, widths=IDENTITY_WIDTHS, pool=IDENTITY_POOL)
+        self.net = ConvEncoder(world.NUM_COEFFS, widths=IDENTITY_WIDTHS)
         sl = world.coeff_slices()
         self.register_buffer("embed_index", torch.tensor([*range(*sl["id"]), *range(*sl["tex"])]))
         self._load(weights)

@@ -35,7 +35,7 @@ from ipsb.backbone.toy import world
 from ipsb.backbone.toy.data import attribute_tangents, render_codes, render_samples, same_identity_partners
 from ipsb.backbone.toy.generator import ToyGenerator
 from ipsb.backbone.toy.networks import ASSETS, ToyIdentity, ToyMasker, ToyRegressor
-from ipsb.backbone.toy.train_identity import (finetune_identity, finetune_identity_locally, identity_pair_loss,
+from ipsb.backbone.toy.train_identity import (finetune_identity, identity_pair_loss, local_invariance_loss,
                                               tangent_penalty)
 
 NETS = {"regressor": ToyRegressor, "masker": ToyMasker, "identity": ToyIdentity}
@@ -239,7 +239,7 @@ def main(argv=None) -> int:
             tangents = torch.cat([t["tangent"] for t in tangent_sets])
             penalty = tangent_penalty(ident, images, tangents, ((tangent_coeffs - mean) / std)[:, ident.embed_index],
                                       args.tangent_weight)
-            loss = finetune_identity_locally(identity_pair_loss(ident, pairs["image"], partner_images, id_target, 30.0),
+            loss = local_invariance_loss(identity_pair_loss(ident, pairs["image"], partner_images, id_target, 30.0),
                                              penalty, tangents.shape[0] * tangents.shape[1], max(args.batch // 2, 1),
                                              args.seed + 23)
             fit(ident, loss, pairs["image"].shape[0], args.tangent_steps, args.batch, args.lr / 8, args.seed + 21,
