@@ -4,8 +4,9 @@ Both methods compute the top-k eigenpairs of the sample-averaged Hessian of the 
 ``D_i(w) = ||p(G(w)) - p(G(w0_i))||^2`` over the same masked W+ layers, generator, attribute network
 and samples, in float32, in this run:
 
-* **ours**: per-sample Jacobians ``J_i`` (``torch.func`` vmap over the rows of one vjp), the float64
-  Gram ``H = mean_i 2 J_i^T J_i``, dense ``eigh``;
+* **ours**: per-sample Jacobians ``J_i`` (``torch.func`` vmap over the rows of one vjp, ``--chunk-size``
+  rows at a time: on CPU 8 rows beat all 64 at once by about 1.7x), the float64 Gram
+  ``H = mean_i 2 J_i^T J_i``, dense ``eigh``;
 * **baseline** (re-implementation of the authors' / GAN-Geometry's method): Hessian-vector products by
   central finite differences of the gradient, ``Hv ~ (g(w0 + eps v) - g(w0 - eps v)) / (2 eps)`` with
   ``eps = 1e-3 ||w0||``, averaged over the samples (all samples in one batched pass, which favours the
@@ -148,7 +149,7 @@ def toy_problems(n: int, device) -> list[Problem]:
 
 
 # --------------------------------------------------------------------------- methods
-def ours(pr: Problem, chunk_size=None) -> tuple[np.ndarray, np.ndarray, int]:
+def ours(pr: Problem, chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Exact Gauss-Newton: returns (eigenvalues [k], vectors [n,k], reverse passes)."""
     _, jac = wplus_jacobian(pr.readout, pr.w0, pr.mask, chunk_size=chunk_size)   # [N,P,n]
     j = jac.to(torch.float64).reshape(-1, jac.shape[2])
@@ -232,6 +233,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--only", choices=["toy", "stylegan2"], default=None, help="run one setting")
+    ap.add_argument("--chunk-size", type=int, default=8,
+                    help="ours: Jacobian rows per vmapped reverse pass (0: all rows at once)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -241,13 +244,15 @@ def main(argv=None) -> int:
                 + (stylegan_problems(n, device) if args.only != "toy" else []))
     header = (f"{'problem':<52} {'method':<9} {'time s':>8} {'passes':>7} {'peak MiB':>9} "
               f"{'eig rel err':>11} {'residual':>9} {'speedup':>8}")
-    print(f"samples per problem: {n}; device: {device}; torch threads: {torch.get_num_threads()}")
+    print(f"samples per problem: {n}; device: {device}; torch threads: {torch.get_num_threads()}; "
+          f"ours: {args.chunk_size or 'all'} Jacobian rows per reverse pass")
     print(header)
     print("-" * len(header))
     for pr in problems:
         h = reference(pr)
-        ours(pr)  # warm-up (vmap tracing, allocator)
-        (e1, v1, p1), t1, m1 = timed(lambda: ours(pr), device)
+        chunk = args.chunk_size or None
+        ours(pr, chunk)  # warm-up (vmap tracing, allocator)
+        (e1, v1, p1), t1, m1 = timed(lambda: ours(pr, chunk), device)
         (e2, v2, p2), t2, m2 = timed(lambda: baseline(pr), device)
         a1, a2 = accuracy(h, e1, v1, pr.k), accuracy(h, e2, v2, pr.k)
         print(f"{pr.name:<52} {'ours':<9} {t1:8.3f} {p1:7d} {m1:9.1f} {a1[0]:11.2e} {a1[1]:9.2e} {t2 / t1:7.1f}x")

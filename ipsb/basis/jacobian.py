@@ -50,7 +50,14 @@ def wplus_jacobian(fn: WplusFunction, w0: torch.Tensor, mask: torch.Tensor,
     """
     _check(w0, mask)
     w0 = w0.detach()
-    out, pullback = vjp(fn, w0)
+    rows_idx = torch.nonzero(mask.to(w0.device)).flatten()
+
+    def masked_fn(w_masked: torch.Tensor) -> torch.Tensor:
+        # only the masked rows are inputs of the vjp, so autograd skips the style (modulation weight)
+        # gradients of the other layers: at 1024 px those are the costly high-resolution ones
+        return fn(w0.index_copy(1, rows_idx, w_masked))
+
+    out, pullback = vjp(masked_fn, w0.index_select(1, rows_idx))
     if out.dim() != 2 or out.shape[0] != w0.shape[0]:
         raise ValueError(f"the function must map [B,...] W+ codes to [B,P] outputs, got {list(out.shape)}")
     batch, rows = out.shape
@@ -62,7 +69,7 @@ def wplus_jacobian(fn: WplusFunction, w0: torch.Tensor, mask: torch.Tensor,
         (grads,) = vmap(pullback, chunk_size=chunk_size)(cotangents)  # [P,B,num_ws,w_dim]
     else:
         grads = torch.stack([pullback(cotangents[k])[0] for k in range(rows)])
-    jac = grads[:, :, mask].reshape(rows, batch, -1).transpose(0, 1)
+    jac = grads.reshape(rows, batch, -1).transpose(0, 1)
     return out.detach(), jac
 
 
