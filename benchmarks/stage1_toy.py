@@ -100,7 +100,9 @@ def fit(module, steps: int, batch: int, root: Path, seed: int, device: str = "cp
                       enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                       limit_val_batches=0, deterministic=True, default_root_dir=str(root))
     trainer.fit(module, dm)
-    return str(root / "last.ckpt")
+    # the path Lightning wrote: with an earlier run's last.ckpt in ``root`` it keeps that file and
+    # writes last-v1.ckpt, so ``root / "last.ckpt"`` would be the stale checkpoint
+    return ckpt.last_model_path
 
 
 @torch.no_grad()
