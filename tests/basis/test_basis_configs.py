@@ -31,7 +31,8 @@ def test_basis_config_parses(name):
 def test_basis_toy_config_fits_and_writes(tmp_path):
     out = tmp_path / "toy_basis.pt"
     main(["fit", "--config", str(CONFIGS / "toy/basis.yaml"), "--model.init_args.output_path", str(out),
-          "--data.init_args.num_samples", "2", "--data.init_args.batch_size", "2"])
+          "--data.init_args.num_samples", "2", "--data.init_args.batch_size", "2",
+          "--trainer.default_root_dir", str(tmp_path / "run")])   # the run's config.yaml goes there
     b = Basis.load(out)
     assert list(b.groups) == ["pose", "exp", "light"]
     assert b.layer_mask.nonzero().flatten().tolist() == [3, 4, 5, 6, 7]
