@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -145,28 +146,40 @@ def torch_fidelity_state_dict(script: torch.jit.ScriptModule, reference: nn.Modu
     return out
 
 
+def _torch_fidelity_architecture(cls: type) -> nn.Module:
+    """torch-fidelity's Inception (``cls``) built without weights: its constructor always loads a
+    state dict (from ``feature_extractor_weights_path``, else from a URL), so it is given a local
+    empty file, and a subclass skips exactly that empty load. The caller loads real weights next."""
+
+    class Unloaded(cls):
+        def load_state_dict(self, state_dict, *args, **kwargs):
+            if len(state_dict) == 0:
+                return None
+            return super().load_state_dict(state_dict, *args, **kwargs)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.pt"
+        torch.save({}, empty)
+        return Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+
+
 def compare_with_torch_fidelity(path: Optional[str] = None, weights_path: Optional[str] = None,
                                 seed: int = 0) -> dict[str, float]:
     """Run both networks on two seeded 299 px uint8 images -> ``{"max_abs_diff", "max_abs"}``.
 
     Without ``weights_path`` torch-fidelity's network gets the TorchScript's own weights (same function
-    check); with the official ``weights-inception-2015-12-05-6726825d.pth`` it checks the weights too.
+    check); with the official ``weights-inception-2015-12-05-6726825d.pth`` (a path, or a name found in
+    ``checkpoints/``; missing -> MissingCheckpointError) it checks the weights too.
     """
     import torch_fidelity.feature_extractor_inceptionv3 as tfi
 
     script = load_fid_helper_script(path, check_sha256=False).eval()
     if weights_path is None:
-        # build torch-fidelity's network without its (undownloadable) weights, then give it the script's
-        saved = tfi.load_state_dict_from_url, tfi.FeatureExtractorInceptionV3.load_state_dict
-        tfi.load_state_dict_from_url = lambda *a, **k: {}
-        tfi.FeatureExtractorInceptionV3.load_state_dict = lambda self, *a, **k: None
-        try:
-            ref = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-        finally:
-            tfi.load_state_dict_from_url, tfi.FeatureExtractorInceptionV3.load_state_dict = saved
+        ref = _torch_fidelity_architecture(tfi.FeatureExtractorInceptionV3)
         ref.load_state_dict(torch_fidelity_state_dict(script, ref))
     else:
-        ref = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=weights_path)
+        ref = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                              feature_extractor_weights_path=str(resolve_checkpoint(weights_path)))
     x = torch.randint(0, 256, (2, 3, 299, 299), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
     with torch.no_grad():
         a = ref(x)[0]

@@ -1,8 +1,10 @@
 """Perceptual: the LPIPS distance (Zhang et al. 2018) as a frozen backbone component.
 
-Wraps ``lpips.LPIPS`` (its calibrated linear heads ship inside the ``lpips`` package) but never lets
-it download: the ImageNet backbone (AlexNet / VGG16 / SqueezeNet from torchvision) is built
-randomly (``pnet_rand=True`` inside lpips) and its weights are then loaded from a file found in
+Wraps ``lpips.LPIPS`` but never lets it load or download anything itself: its calibrated linear
+heads, which ship inside the ``lpips`` package, are read from :func:`linear_heads_path` (missing or
+corrupt file -> a clear error), and the ImageNet backbone (AlexNet / VGG16 / SqueezeNet from
+torchvision) is built randomly (``pnet_rand=True`` inside lpips) and its weights are then loaded
+from a file found in
 this order: ``backbone_weights`` (a path or a name resolved in ``checkpoints/``), the torch hub
 cache (``torch.hub.get_dir()/checkpoints/<torchvision file name>``), ``checkpoints/<that name>``.
 None found -> :class:`MissingCheckpointError` naming the file. ``pnet_rand=True`` keeps the random
@@ -10,6 +12,7 @@ backbone (toy world and tests; seed torch first for determinism).
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -40,6 +43,17 @@ def find_backbone_weights(net: str, backbone_weights: Optional[str] = None) -> P
             f"{hub.parent} or in checkpoints/, or pass backbone_weights=<path>. {e}") from e
 
 
+def linear_heads_path(net: str) -> Path:
+    """The calibrated linear heads ``weights/v0.1/<net>.pth`` shipped inside the ``lpips`` package."""
+    import lpips
+
+    path = Path(lpips.__file__).resolve().parent / "weights" / "v0.1" / f"{net}.pth"
+    if not path.is_file():
+        raise MissingCheckpointError(f"LPIPS linear heads '{path}' not found; they ship with the lpips wheel "
+                                     f"(reinstall it: pip install --force-reinstall lpips)")
+    return path
+
+
 class Perceptual(nn.Module):
     """LPIPS distance: ``forward(a, b)`` with images ``[B,3,H,W]`` in [-1,1] -> ``[B]`` (>= 0, 0 iff equal)."""
 
@@ -53,7 +67,16 @@ class Perceptual(nn.Module):
         self.checkpoint_path = None
         with warnings.catch_warnings():      # torchvision's "pretrained is deprecated" noise
             warnings.simplefilter("ignore", UserWarning)
-            self.lpips = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, verbose=False)
+            self.lpips = lpips.LPIPS(pretrained=False, net=net, pnet_rand=True, verbose=False)
+        self.heads_path = linear_heads_path(net)
+        heads = load_torch_file(self.heads_path, f"LPIPS {net} linear heads")
+        if not isinstance(heads, dict) or not heads or not all(k.startswith("lin") for k in heads):
+            raise CorruptCheckpointError(f"'{self.heads_path}' does not hold LPIPS linear heads (lin0..linN)")
+        missing, unexpected = self.lpips.load_state_dict(heads, strict=False)
+        missing = [k for k in missing if re.match(r"lin\d", k)]   # ``lins.i`` aliases ``lin<i>``; the backbone comes below
+        if unexpected or missing:
+            raise CorruptCheckpointError(f"'{self.heads_path}' does not match LPIPS {net}: missing {missing}, "
+                                         f"unexpected {unexpected}")
         if not pnet_rand:
             path = find_backbone_weights(net, backbone_weights)
             state = load_torch_file(path, f"torchvision {net} ImageNet weights")

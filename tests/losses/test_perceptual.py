@@ -37,3 +37,25 @@ def test_gradient_and_shape_errors(lp):
         perceptual_distance(lp, a, a, torch.ones(1, 3, 32, 32))
     with pytest.raises(ValueError, match="one shape"):
         perceptual_distance(lp, a, torch.zeros(1, 3, 16, 16))
+
+
+def test_backbone_perceptual_loads_the_packaged_heads_itself(monkeypatch, tmp_path):
+    """ipsb's Perceptual reads lpips' bundled linear heads through ipsb's loader; same result as lpips' own."""
+    from ipsb.backbone import perceptual as P
+    from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError
+
+    torch.manual_seed(0)
+    ours = P.Perceptual(net="alex", pnet_rand=True)
+    torch.manual_seed(0)
+    ref = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()     # lpips loads its heads itself
+    for k, v in ref.state_dict().items():
+        assert torch.equal(ours.lpips.state_dict()[k], v), k
+    assert ours.heads_path.name == "alex.pth"
+    fake = tmp_path / "lpips" / "__init__.py"                  # an lpips install without its weights
+    monkeypatch.setattr(lpips, "__file__", str(fake))
+    with pytest.raises(MissingCheckpointError, match=r"weights/v0\.1/alex\.pth"):
+        P.Perceptual(net="alex", pnet_rand=True)
+    (tmp_path / "lpips" / "weights" / "v0.1").mkdir(parents=True)
+    (tmp_path / "lpips" / "weights" / "v0.1" / "alex.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CorruptCheckpointError, match="alex.pth"):
+        P.Perceptual(net="alex", pnet_rand=True)

@@ -45,6 +45,10 @@ def test_fid_helper_matches_torch_fidelity_function():
     assert res["max_abs_diff"] <= 1e-5 * res["max_abs"]
     feats = FIDHelperInception()(torch.rand(2, 3, 64, 64) * 2 - 1)
     assert feats.shape == (2, 2048) and torch.isfinite(feats).all()
+    from ipsb.checkpoints import MissingCheckpointError
+
+    with pytest.raises(MissingCheckpointError, match="weights-inception-2015-12-05-6726825d.pth"):
+        fid_inception.compare_with_torch_fidelity(weights_path="weights-inception-2015-12-05-6726825d.pth")
 
 
 def astronaut_face(size):
