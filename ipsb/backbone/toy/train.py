@@ -99,35 +99,41 @@ def save_half(net, path: Path) -> None:
     torch.save(state, path)
 
 
-def load_or_render_shard(gen, cache_dir, n: int, seed: int, partner_seed: int, dtype) -> dict:
-    """Training shard of ``n`` mixed codes (seed ``seed``) with same-identity partners of its first half:
-    ``{"train": render dict, "partner": render dict}``, read from / written to ``cache_dir`` if given."""
-    path = Path(cache_dir) / f"shard_{seed}_{n}_{partner_seed}.pt" if cache_dir else None
+def cached(cache_dir, name: str, device, make) -> dict:
+    """``make()`` (a dict of tensors), read from / written to ``cache_dir / name`` when a cache is given."""
+    path = Path(cache_dir) / name if cache_dir else None
     if path is not None and path.is_file():
-        return torch.load(path, weights_only=True, map_location=gen.w_avg.device)
-    t0 = time.time()
-    tr = render_samples(gen, n, seed=seed, mixed_only=True, image_dtype=dtype)
-    partner = render_codes(gen, same_identity_partners(tr["wplus"][:n // 2], seed=partner_seed), image_dtype=dtype)
-    shard = {"train": tr, "partner": partner}
-    print(f"rendered shard {seed}: {n} codes + {n // 2} partners ({time.time() - t0:.0f}s)", flush=True)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(shard, path)
-    return shard
-
-
-def load_or_render_tangents(gen, cache_dir, wplus, seed: int, per_code: int) -> dict:
-    """:func:`data.attribute_tangents` of ``wplus`` (seed ``seed``), read from / written to ``cache_dir``."""
-    path = Path(cache_dir) / f"tangents_{seed}_{wplus.shape[0]}_{per_code}.pt" if cache_dir else None
-    if path is not None and path.is_file():
-        return torch.load(path, weights_only=True, map_location=gen.w_avg.device)
-    t0 = time.time()
-    out = attribute_tangents(gen, wplus, per_code=per_code, seed=seed)
-    print(f"rendered {per_code} attribute tangents of {wplus.shape[0]} codes ({time.time() - t0:.0f}s)", flush=True)
+        return torch.load(path, weights_only=True, map_location=device)
+    out = make()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(out, path)
     return out
+
+
+def load_or_render_shard(gen, cache_dir, n: int, seed: int, partner_seed: int, dtype) -> dict:
+    """Training shard of ``n`` mixed codes (seed ``seed``) with same-identity partners of its first half:
+    ``{"train": render dict, "partner": render dict}``, cached in ``cache_dir`` if given."""
+    def render() -> dict:
+        t0 = time.time()
+        tr = render_samples(gen, n, seed=seed, mixed_only=True, image_dtype=dtype)
+        partner = render_codes(gen, same_identity_partners(tr["wplus"][:n // 2], seed=partner_seed), image_dtype=dtype)
+        print(f"rendered shard {seed}: {n} codes + {n // 2} partners ({time.time() - t0:.0f}s)", flush=True)
+        return {"train": tr, "partner": partner}
+
+    return cached(cache_dir, f"shard_{seed}_{n}_{partner_seed}.pt", gen.w_avg.device, render)
+
+
+def load_or_render_tangents(gen, cache_dir, wplus, seed: int, per_code: int) -> dict:
+    """:func:`data.attribute_tangents` of ``wplus`` (seed ``seed``), cached in ``cache_dir`` if given."""
+    def render() -> dict:
+        t0 = time.time()
+        out = attribute_tangents(gen, wplus, per_code=per_code, seed=seed)
+        print(f"rendered {per_code} attribute tangents of {wplus.shape[0]} codes ({time.time() - t0:.0f}s)",
+              flush=True)
+        return out
+
+    return cached(cache_dir, f"tangents_{seed}_{wplus.shape[0]}_{per_code}.pt", gen.w_avg.device, render)
 
 
 def main(argv=None) -> int:
