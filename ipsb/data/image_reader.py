@@ -25,6 +25,9 @@ from typing import Union
 import numpy as np
 import torch
 
+#: file suffixes taken as images when a command is given a folder of photos
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
 #: modes whose pixel values are numbers to scale (not colours to convert): 16/32-bit integer, float
 _NUMERIC_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
