@@ -139,7 +139,7 @@ def ffhq_crop(rgb: np.ndarray, quad: torch.Tensor, output_size: int, transform_s
 
     s, t = int(output_size), max(int(transform_size), int(output_size))
     quad = torch.as_tensor(quad, dtype=torch.float64)
-    img = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    img = Image.fromarray(np.ascontiguousarray(rgb))
     h, w = rgb.shape[:2]
     qsize = quad_side(quad)
     to_work = torch.eye(3, dtype=torch.float64)  # original pixel-index coords -> working image's
@@ -168,7 +168,7 @@ def ffhq_crop(rgb: np.ndarray, quad: torch.Tensor, output_size: int, transform_s
            max(hi[1] - img.height + border, 0))
     if enable_padding and max(pad) > border - 4:
         pad = tuple(int(p) for p in np.maximum(pad, max(int(np.rint(qsize * 0.3)), 1)))
-        img = Image.fromarray(_blur_pad(np.asarray(img), pad, qsize), "RGB")
+        img = Image.fromarray(_blur_pad(np.asarray(img), pad, qsize))
         to_work = translation_matrix(pad[0], pad[1]) @ to_work
         q = q + pad[:2]
     img = img.transform((t, t), Image.Transform.QUAD, tuple((q + 0.5).ravel().tolist()), Image.Resampling.BILINEAR)

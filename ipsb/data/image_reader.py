@@ -39,11 +39,15 @@ class ImageReadError(ValueError):
 def to_rgb_uint8(image) -> np.ndarray:
     """Any image array -> uint8 RGB ``[H,W,3]``.
 
-    Accepts numpy arrays / PIL images (HW gray, HW1, HW2 gray+alpha, HW3 RGB, HW4 RGBA; uint8, 16-bit
-    (scaled by 1/257), bool, or float in [0,1]) and torch tensors (uint8 HWC, or float CHW in [-1,1],
-    ipsb's convention). Alpha is dropped. A PIL image is taken as its raw channels: read files with
-    :func:`read_rgb`, which converts colour modes (CMYK, palette) first.
+    Accepts numpy arrays (HW gray, HW1, HW2 gray+alpha, HW3 RGB, HW4 RGBA; uint8, 16-bit (scaled by
+    1/257), bool, or float in [0,1]), torch tensors (uint8 HWC, or float CHW in [-1,1], ipsb's
+    convention) and PIL images (converted by their mode like :func:`read_rgb`: CMYK, palette, ...).
+    Alpha is dropped.
     """
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return _pil_to_rgb(image)
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()
         if t.is_floating_point():

@@ -5,9 +5,9 @@ The reference below follows ffhq-dataset's ``recreate_aligned_images`` step by s
 reflect padding blurred and blended toward the median; PIL ``QUAD`` transform, bilinear, at 4096 px;
 Lanczos resize to 256), called with ``output_size=256`` and the original ``transform_size=4096``.
 
-Photographs (``tests/fixtures/photos/README.md``): the astronaut (face enlarged 1.5x), the
-cameraman (face enlarged 2.9x; dlib needs 3 upsampling passes to find it), Grace Hopper (face
-shrunk 1.3x). No offline photograph has a face large enough to be shrunk 2x (a quad of >= 512 px),
+Photographs (``tests/fixtures/photos/README.md``): the astronaut (face enlarged 1.5x; also cut so
+that the face runs off the photo's top-left edge, where the recipe pads), the cameraman (face
+enlarged 2.9x; dlib needs 3 upsampling passes to find it), Grace Hopper (face shrunk 1.3x). No offline photograph has a face large enough to be shrunk 2x (a quad of >= 512 px),
 so the shrink case is Grace Hopper enlarged 3.25x with Lanczos: not a new photograph, but it
 drives the recipe's integer pre-shrink (factor 2) and a 4x reduction with photographic content.
 PSNR is measured inside the face (the convex hull of the landmarks in the crop); tolerance 44 dB.
@@ -76,7 +76,7 @@ def recipe_crop(rgb: np.ndarray, lm: np.ndarray, output_size: int = 256, transfo
         sigma = qsize * 0.02
         a += (scipy_ndimage.gaussian_filter(a, [sigma, sigma, 0]) - a) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
         a += (np.median(a, axis=(0, 1)) - a) * np.clip(mask, 0.0, 1.0)
-        img = Image.fromarray(np.uint8(np.clip(np.rint(a), 0, 255)), "RGB")
+        img = Image.fromarray(np.uint8(np.clip(np.rint(a), 0, 255)))
         quad = quad + pad[:2]
     img = img.transform((transform_size, transform_size), Image.QUAD, tuple((quad + 0.5).flatten()), Image.BILINEAR)
     if output_size < transform_size:
@@ -112,6 +112,8 @@ def paste_psnr(rgb: np.ndarray, aligned, matrix: torch.Tensor) -> float:
 
 
 def _photo(name: str) -> np.ndarray:
+    if name == "astronaut_cut":  # the face runs off the top-left edge: the recipe pads there
+        return np.ascontiguousarray(read_rgb(PHOTOS / "astronaut.jpg")[60:, 170:])
     if name == "grace_hopper_x3.25":
         im = Image.open(PHOTOS / "grace_hopper.jpg").convert("RGB")
         return np.asarray(im.resize((round(im.width * 3.25), round(im.height * 3.25)), Image.LANCZOS))
@@ -125,8 +127,10 @@ CASES = [
     ("camera.png", 3, (0.3, 0.4)),
     ("grace_hopper.jpg", 1, (1.2, 1.35)),
     ("grace_hopper_x3.25", 0, (4.0, 4.2)),  # >= 4: the recipe's pre-shrink by 2 runs
+    ("astronaut_cut", 1, (0.6, 0.75)),
 ]
 _ALIGNED: dict[str, tuple] = {}
+_REFERENCE: dict[str, np.ndarray] = {}
 
 
 def _aligned(name: str, upsample: int):
@@ -137,6 +141,14 @@ def _aligned(name: str, upsample: int):
     return _ALIGNED[name]
 
 
+def _reference(name: str, upsample: int) -> np.ndarray:
+    """The recipe's 256 crop with the landmarks ipsb found, computed once per photo."""
+    if name not in _REFERENCE:
+        rgb, aligned = _aligned(name, upsample)
+        _REFERENCE[name] = recipe_crop(rgb, aligned.landmarks.numpy().astype(np.float64))
+    return _REFERENCE[name]
+
+
 @pytest.mark.parametrize("name,upsample,scale", CASES, ids=[c[0] for c in CASES])
 def test_default_crop_matches_the_ffhq_recipe(name, upsample, scale):
     rgb, aligned = _aligned(name, upsample)
@@ -144,7 +156,7 @@ def test_default_crop_matches_the_ffhq_recipe(name, upsample, scale):
     _, qsize = recipe_quad(lm)
     assert scale[0] < qsize / 256 < scale[1]
     ours = ((aligned.image + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-    ref = recipe_crop(rgb, lm)
+    ref = _reference(name, upsample)
     region = face_region(lm)
     assert region.sum() > 0.1 * 256 * 256
     assert psnr(ours, ref, region) >= MIN_PSNR
@@ -164,3 +176,13 @@ def test_preshrink_moves_the_shown_quad_as_the_recipe_does():
     assert fa.shrink_factor(quad, 256) == 2
     torch.testing.assert_close(aligned.quad, quad + 0.5, rtol=0, atol=1e-9)  # 1950x1664 halves exactly
     assert paste_psnr(rgb, aligned, aligned.matrix) > paste_psnr(rgb, aligned, fa.quad_to_matrix(quad, 256)) + 1
+
+
+@pytest.mark.parametrize("name,upsample", [("astronaut_cut", 1), ("grace_hopper_x3.25", 0)])
+def test_recipe_transform_size_gives_the_recipe_bit_for_bit(name, upsample):
+    """With the recipe's own transform_size (4096) ipsb's crop is the reference's, pixel for pixel:
+    padding (blur, median blend) and pre-shrink included."""
+    rgb, aligned = _aligned(name, upsample)
+    exact = FaceAligner(transform_size=4096).align_landmarks(rgb, aligned.landmarks)
+    ours = ((exact.image + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(ours, _reference(name, upsample))

@@ -59,7 +59,9 @@ def test_reader_cmyk_jpeg_is_converted_not_taken_as_rgba(tmp_path):
     Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
     with Image.open(tmp_path / "cmyk.jpg") as im:
         assert im.mode == "CMYK" and np.asarray(im).shape[2] == 4
+        from_pil = to_rgb_uint8(im)  # a PIL image handed to the aligner is converted by its mode too
     got = read_rgb(tmp_path / "cmyk.jpg")
+    np.testing.assert_array_equal(from_pil, got)
     assert got.shape == rgb.shape
     assert np.abs(got.astype(int) - rgb).mean() < 4
     assert tuple(got[2, 2]) == pytest.approx((255, 0, 0), abs=12)
