@@ -83,9 +83,10 @@ def main(argv: list[str]) -> int:
     from ipsb.data.output_plan import OutputPlanError, check_no_existing, check_writable_folder
 
     args = build_parser().parse_args(argv)
+    if args.size < 8:
+        print(f"{PROG}: error: --size must be >= 8, got {args.size}", file=sys.stderr)
+        return 2
     try:
-        if args.size < 8:
-            raise OutputPlanError(f"--size must be >= 8, got {args.size}")
         jobs = plan(args.images, args.out)
         check_no_existing([p for _, png, js in jobs for p in (png, js)], args.overwrite)
         check_writable_folder(args.out)
