@@ -32,7 +32,8 @@ from torch import nn
 
 from ipsb.backbone.bundle import FaceBackbone
 from ipsb.data import ffhq_alignment as fa
-from ipsb.data.align import FaceAligner, NoFaceError, image_to_tensor, to_rgb_uint8
+from ipsb.data.align import FaceAligner, NoFaceError
+from ipsb.data.image_reader import image_to_tensor, load_rgb, to_rgb_uint8
 from ipsb.nets.face_mask import FaceRegionMask
 from ipsb.nets.msft import MSFT
 from ipsb.stages.blend_module import BlendModule, StageTwoSwap, load_detail_stage
@@ -325,22 +326,6 @@ class FaceSwapper(nn.Module):
         if float((lms - prev).norm(dim=1).mean()) > 0.1 * size:
             return lms
         return self.smooth_landmarks * prev + (1 - self.smooth_landmarks) * lms
-
-
-def load_rgb(image) -> np.ndarray:
-    """A path (any format PIL reads) or an image array -> uint8 RGB ``[H,W,3]``."""
-    if isinstance(image, (str, os.PathLike)):
-        from PIL import Image
-
-        p = Path(image)
-        if not p.is_file():
-            raise ValueError(f"image file '{p}' not found")
-        try:
-            with Image.open(p) as im:
-                return to_rgb_uint8(np.asarray(im.convert("RGB")))
-        except OSError as e:
-            raise ValueError(f"cannot read image '{p}': {e}") from e
-    return to_rgb_uint8(image)
 
 
 @torch.no_grad()

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ipsb.data.align import NoFaceError, image_to_tensor
+from ipsb.data.align import NoFaceError
 from ipsb.data.ffpp_index import build_ffpp_manifest
+from ipsb.data.image_reader import image_to_tensor, read_rgb
 from ipsb.data.manifest import Manifest
 from ipsb.data.video import read_frames
 
@@ -128,7 +128,7 @@ class FFPPPairs(_FFPPBase):
         path = Path(self.swaps) / f"{t}_{s}" / f"frame_{n:04d}.png"
         if not path.is_file():
             raise FileNotFoundError(f"FF++: precomputed swap '{path}' is missing (expected <folder>/TTT_SSS/frame_NNNN.png)")
-        return _resize(image_to_tensor(np.array(Image.open(path).convert("RGB"))), self.image_size), True
+        return _resize(image_to_tensor(read_rgb(path)), self.image_size), True
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         it = self.items[i]

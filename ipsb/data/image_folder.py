@@ -12,12 +12,12 @@ import os
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+
+from ipsb.data.image_reader import image_to_tensor, read_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -34,12 +34,14 @@ def list_images(root: str | os.PathLike) -> list[str]:
 
 
 def load_image(path: str | os.PathLike, image_size: Optional[int] = None) -> torch.Tensor:
-    """An aligned face image file -> ``[3,S,S]`` float32 in [-1,1] (resized to ``image_size`` if given)."""
-    with Image.open(path) as im:
-        rgb = np.array(im.convert("RGB"))
+    """An aligned face image file -> ``[3,S,S]`` float32 in [-1,1] (resized to ``image_size`` if given).
+
+    Read with :func:`ipsb.data.image_reader.read_rgb` (EXIF orientation, 16-bit, CMYK, palette; an
+    unreadable file raises ImageReadError naming it)."""
+    rgb = read_rgb(path)
     if rgb.shape[0] != rgb.shape[1]:
         raise ValueError(f"'{path}' is {rgb.shape[1]}x{rgb.shape[0]}; aligned face images must be square")
-    img = torch.from_numpy(rgb).permute(2, 0, 1).float() / 127.5 - 1
+    img = image_to_tensor(rgb)
     if image_size is not None and img.shape[-1] != image_size:
         img = F.interpolate(img[None], size=(image_size, image_size), mode="bilinear", align_corners=False,
                             antialias=True)[0].clamp(-1, 1)
