@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError, load_torch_file
+from ipsb.checkpoints import MissingCheckpointError, UnexpectedContentError, load_torch_file
 
 
 class PairDataset(Dataset):
@@ -197,14 +197,15 @@ def load_wplus_file(path: str | os.PathLike, num_ws: Optional[int] = None, w_dim
     obj = load_torch_file(path, "W+ codes")
     if isinstance(obj, dict):
         if "wplus" not in obj:
-            raise CorruptCheckpointError(f"'{path}' holds a dict without key 'wplus' (keys: {sorted(obj)[:10]})")
+            raise UnexpectedContentError(f"'{path}' holds a dict without key 'wplus' (keys: {sorted(obj)[:10]})")
         obj = obj["wplus"]
     if not isinstance(obj, torch.Tensor) or obj.dim() != 3 or not obj.is_floating_point():
         what = list(obj.shape) if isinstance(obj, torch.Tensor) else type(obj).__name__
-        raise ValueError(f"'{path}' must hold float W+ codes [N,num_ws,w_dim], found {what}")
+        raise UnexpectedContentError(f"'{path}' must hold float W+ codes [N,num_ws,w_dim] (a tensor or "
+                                     f"{{'wplus': tensor}}), found {what}")
     if (num_ws is not None and obj.shape[1] != num_ws) or (w_dim is not None and obj.shape[2] != w_dim):
-        raise ValueError(f"'{path}' holds W+ codes of shape {list(obj.shape)}, but the generator expects "
-                         f"[N,{num_ws},{w_dim}]")
+        raise UnexpectedContentError(f"'{path}' holds W+ codes of shape {list(obj.shape)}, but the generator "
+                                     f"expects [N,{num_ws},{w_dim}]")
     return obj.float()
 
 

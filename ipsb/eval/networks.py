@@ -19,8 +19,8 @@
   in the toy world).
 
 Config (a dict or a YAML file): ``{component: {class_path, init_args}}`` plus ``expression_slice``;
-``class_path`` may name a class or a factory function (built by
-:func:`ipsb.backbone.bundle.instantiate`). :meth:`MetricNetworks.file_hashes` gives the sha256 of
+``class_path`` may name a class or a factory function whose declared return type fits (built by
+:mod:`ipsb.config_objects`: allowlisted, type-checked before the call). :meth:`MetricNetworks.file_hashes` gives the sha256 of
 every file a network loaded, for the results table.
 """
 from __future__ import annotations
@@ -32,9 +32,9 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ipsb.backbone.bundle import instantiate, read_mapping
 from ipsb.backbone.interfaces import freeze
-from ipsb.checkpoints import MissingCheckpointError, sha256_file
+from ipsb.checkpoints import sha256_file
+from ipsb.config_objects import build_components, read_mapping
 
 COMPONENTS = ("identity", "regressor", "pose", "fid")
 DEEP3D_EXP_SLICE = (80, 144)
@@ -115,17 +115,8 @@ class MetricNetworks(nn.Module):
         for need in ("identity", "regressor"):
             if config.get(need) is None:
                 raise ValueError(f"the metric networks config needs an {need!r} entry")
-        built, missing = {}, []
-        for name in COMPONENTS:
-            if config.get(name) is None:
-                continue
-            try:
-                built[name] = instantiate(config[name])
-            except MissingCheckpointError as e:
-                missing.append(f"[{name}] {e}")
-        if missing:
-            raise MissingCheckpointError("cannot build the metric networks, checkpoint files missing:\n  "
-                                         + "\n  ".join(missing))
+        specs = {name: config.get(name) for name in COMPONENTS}
+        built = build_components(specs, cls, "metric networks")
         nets = cls(expression_slice=config.get("expression_slice"), **built)
         nets.config = config
         return nets
