@@ -73,6 +73,10 @@ class CorruptCheckpointError(RuntimeError):
     """A checkpoint file exists but cannot be read, or holds something other than expected."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, read-only folder); the message names the folder."""
+
+
 class UnsafeCheckpointError(CorruptCheckpointError):
     """A checkpoint holds pickled Python objects, which a safe (``weights_only``) load refuses."""
 
@@ -143,7 +147,8 @@ def unreadable_reason(path: str | os.PathLike, error: BaseException) -> str:
     if size == 0:
         return "it is empty (0 bytes)"
     text = str(error)
-    if "Weights only load failed" in text or "weights_only" in text:
+    refused = "Weights only load failed" in text
+    if refused and (head[:2] == b"PK" or head[:1] == b"\x80"):     # a zip archive, or a legacy pickle
         return ("it holds pickled Python objects, which ipsb never unpickles (a safe weights-only load "
                 "refused them)")
     if head[:2] != b"PK":
@@ -159,8 +164,10 @@ def _unreadable(path, what: str, error: BaseException, hint: str) -> CorruptChec
     return cls(f"could not read {what} from '{path}': {reason}. {hint}")
 
 
-def load_torch_file(path: str | os.PathLike, what: str, weights_only: bool = True):
-    """``torch.load`` on CPU with a clear error for a missing, empty, truncated or unsafe file."""
+def load_torch_file(path: str | os.PathLike, what: str, weights_only: bool = True,
+                    hint: str = "Download or create it again (checkpoints/README.md)."):
+    """``torch.load`` on CPU with a clear error for a missing, empty, truncated or unsafe file
+    (``hint``: what to do about an unreadable one)."""
     import torch
 
     try:
@@ -168,7 +175,7 @@ def load_torch_file(path: str | os.PathLike, what: str, weights_only: bool = Tru
     except FileNotFoundError as e:
         raise MissingCheckpointError(f"{what} file '{path}' not found") from e
     except Exception as e:  # zip/pickle errors come in many types
-        raise _unreadable(path, what, e, "Download or create it again (checkpoints/README.md).") from e
+        raise _unreadable(path, what, e, hint) from e
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -191,10 +198,8 @@ def read_stage_checkpoint(path: str | os.PathLike, stage_cls: type, role: Option
         raise MissingCheckpointError(f"{label} checkpoint '{path}' not found"
                                      + (f"; train one with `{hint}`" if hint else ""))
     who = role or f"a {label} checkpoint"
-    ckpt = load_torch_file(p, f"the {label} checkpoint", weights_only=True) if p.stat().st_size else None
-    if ckpt is None:
-        raise CorruptCheckpointError(f"could not read the {label} checkpoint from '{path}': it is empty (0 bytes). "
-                                     f"Train it again" + (f" with `{hint}`" if hint else "") + ".")
+    ckpt = load_torch_file(p, f"the {label} checkpoint", weights_only=True,
+                           hint="Train it again" + (f" with `{hint}`." if hint else "."))
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise WrongCheckpointKindError(f"'{path}' is not a Lightning stage checkpoint (no state_dict); {who} "
                                        f"expects a {stage_cls.__name__} checkpoint")
@@ -226,13 +231,15 @@ def load_stage_checkpoint(path: str | os.PathLike, stage_cls: type, role: Option
     The one loader of stage checkpoints (``load_mapping_stage``, ``load_detail_stage``,
     ``FaceSwapper.from_checkpoints``).
     """
-    from ipsb.config_objects import ConfigBuildError
+    from argparse import ArgumentError
+
+    from ipsb.config_objects import ConfigBuildError, short_error
 
     read_stage_checkpoint(path, stage_cls, role)
     try:
         return stage_cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True, **kwargs)
-    except ConfigBuildError as e:
-        raise UnexpectedContentError(f"'{path}': its hyper-parameters cannot be built: {e}") from e
+    except (ConfigBuildError, ArgumentError) as e:   # ipsb's builder, or Lightning's instantiator (jsonargparse)
+        raise UnexpectedContentError(f"'{path}': its hyper-parameters cannot be built: {short_error(e)}") from e
     except (KeyError, TypeError, RuntimeError) as e:
         if isinstance(e, CorruptCheckpointError):
             raise

@@ -103,16 +103,32 @@ def read_mapping(config: Union[str, os.PathLike, Mapping], what: str) -> dict:
     return config
 
 
-def _short(error: BaseException) -> str:
-    """The line of a jsonargparse error that says what is wrong (its messages nest several levels)."""
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    for ln in lines:
-        if ln.startswith("Importing '") or "does not correspond to a subclass" in ln or " not a subclass" in ln:
-            return ln
-    for ln in reversed(lines):
-        if not ln.endswith(":") and not ln.startswith("- "):
-            return ln
-    return lines[-1] if lines else type(error).__name__
+_NOISE = ("Errors:", "Subtypes:", "Given value", "Does not validate against any of the Union subtypes",
+          "- Expected a <class 'NoneType'>")
+
+
+def short_error(error: BaseException) -> str:
+    """One line out of a nested jsonargparse report: where (the keys) and the innermost problem."""
+    import re
+
+    keys: list[str] = []
+    for line in (ln.strip() for ln in str(error).splitlines()):
+        if not line:
+            continue
+        key = re.match(r'(?:- )?Parser key "([^"]+)"', line)
+        if key:
+            if key.group(1) != "value":
+                keys.append(key.group(1))
+            continue
+        if line.lstrip("- ").startswith("Problem with given class_path") or line.startswith(_NOISE):
+            continue
+        line = line[2:] if line.startswith("- ") else line
+        denied = re.search(r"Importing '([^']+)' is not allowed", line)
+        if denied:
+            line = (f"'{denied.group(1)}' is outside the packages a config may name ({', '.join(sorted(_allowed))}); "
+                    f"nothing was imported (trusted packages can be added with ${ENV_VAR})")
+        return (".".join(keys) + ": " if keys else "") + line
+    return type(error).__name__
 
 
 def _parser(expected: Any) -> ArgumentParser:
@@ -134,8 +150,8 @@ def _parse(spec: Any, expected: Any, what: str) -> Namespace:
         root = e
         while root.__cause__ is not None:
             root = root.__cause__
-        detail = _short(e)
-        if isinstance(root, (ImportError, AttributeError)) and not detail.startswith("Importing '"):
+        detail = short_error(e)
+        if isinstance(root, (ImportError, AttributeError)) and "outside the packages" not in detail:
             detail = f"cannot import {_class_paths(spec) or 'the named class'}: {detail}"
         raise ConfigBuildError(f"{what}: {detail} (expected {_type_name(expected)})") from e
 

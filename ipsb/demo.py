@@ -88,7 +88,10 @@ def _fit(name: str, backbone, model_args: dict, data_args: dict, max_steps: Opti
                   "init_args": {**dict(cfg["data"].get("init_args") or {}), **data_args}},
                  LightningDataModule, f"{name} data")
     limits = {"max_epochs": 1} if max_steps is None else {"max_steps": max_steps, "max_epochs": -1}
+    from ipsb.checkpoint_io import AtomicCheckpointIO
+
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      plugins=[AtomicCheckpointIO()],
                       enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                       num_sanity_val_steps=0, **limits)
     t0, c0 = time.perf_counter(), time.process_time()

@@ -84,11 +84,11 @@ class StageModule(LightningModule):
     def __init__(self, backbone: FaceBackbone, optimizer: Optional[OptimizerCallable] = adam(),
                  lr_scheduler: Optional[LRSchedulerCallable] = None):
         super().__init__()
+        opt_spec = callable_spec(optimizer, Optional[OptimizerCallable], "optimizer")       # checked before
+        sched_spec = callable_spec(lr_scheduler, Optional[LRSchedulerCallable], "lr_scheduler")   # any build
         self.backbone = as_backbone(backbone, self.backbone_components)
         self.register_state_dict_post_hook(_without_backbone)
         self.register_load_state_dict_post_hook(_backbone_not_missing)
-        opt_spec = callable_spec(optimizer, Optional[OptimizerCallable], "optimizer")
-        sched_spec = callable_spec(lr_scheduler, Optional[LRSchedulerCallable], "lr_scheduler")
         self.optimizer_factory = None if opt_spec is None else build(opt_spec, OptimizerCallable, "optimizer")
         self.scheduler_factory = None if sched_spec is None else build(sched_spec, LRSchedulerCallable,
                                                                        "lr_scheduler")
@@ -155,6 +155,7 @@ class StageModule(LightningModule):
         if isinstance(hp, dict):
             hp["backbone"] = record["config"]
             hp.pop("_instantiator", None)       # rebuilt through ipsb's builder, never another instantiator
+            hp.setdefault("_class_path", checkpoint[STAGE_KEY])   # what `ipsb fit --ckpt_path` reads
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith("backbone.")]:
             del state[key]
