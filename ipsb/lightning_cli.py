@@ -133,10 +133,13 @@ def _config_dirs(trainer_cfg: Namespace) -> list[Path]:
 class IpsbCLI(LightningCLI):
     """LightningCLI with subclass mode for model and data (module docstring)."""
 
-    def before_instantiate_classes(self) -> None:
-        if self.subcommand != "fit":
-            return
-        cfg = self.config["fit"]
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then check the run folder (before anything is built or seeded)."""
+        super().parse_arguments(parser, args)
+        if self.config.get("subcommand") == "fit":
+            self._check_run_folder(self.config["fit"])
+
+    def _check_run_folder(self, cfg: Namespace) -> None:
         ckpt_path = cfg.get("ckpt_path")
         overwrite = bool(((cfg.get("model") or Namespace()).get("init_args") or Namespace()).get("overwrite"))
         ckpt_dirs = _checkpoint_dirs(cfg.trainer)
