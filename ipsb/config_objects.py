@@ -60,9 +60,12 @@ def install_policy() -> None:
     """Deny every import path a value names except :data:`ALLOWED_PACKAGES` (and ``$IPSB_ALLOWED_PACKAGES``).
 
     Also keeps ``Any``-typed values as plain specs instead of building them (jsonargparse's future
-    default), so only typed parameters ever build objects.
+    default), so only typed parameters ever build objects, and checks a spec kept as a plain value
+    (``Any``, ``dict``) like any other: its class path must be allowed (it is built later, by
+    :func:`build`, against the type it is used as).
     """
-    set_parsing_settings(import_path_denylist=["*"], instantiate_subclass_spec_in_any=False)
+    set_parsing_settings(import_path_denylist=["*"], instantiate_subclass_spec_in_any=False,
+                         validate_subclass_spec_in_any=True)
     allow_packages(*ALLOWED_PACKAGES, *os.environ.get(ENV_VAR, "").split(","))
 
 
@@ -80,8 +83,6 @@ def plain(obj: Any) -> Any:
         return [plain(v) for v in obj]
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
-    if type(obj).__module__.startswith("jsonargparse") and hasattr(obj, "relative"):   # jsonargparse.Path
-        return str(obj)
     return obj
 
 
@@ -195,9 +196,11 @@ def build(spec: Any, expected: Any, what: str = "config") -> Any:
 
 
 def _required(hint: Any) -> Any:
-    """``Optional[X]`` -> ``X`` (so a constructor's own error is not wrapped in a union report)."""
+    """``Optional[X]`` / ``Union[dict, X]`` -> ``X``: the type a spec is built as (and a constructor's
+    own error is not wrapped in a union report)."""
     if typing.get_origin(hint) is Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        args = [a for a in typing.get_args(hint) if a not in (type(None), dict, Mapping)
+                and typing.get_origin(a) not in (dict, Mapping)]
         if len(args) == 1:
             return args[0]
     return hint

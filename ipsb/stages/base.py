@@ -36,7 +36,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from ipsb.backbone.bundle import FaceBackbone
+from ipsb.backbone.bundle import COMPONENTS, FaceBackbone
 from ipsb.checkpoints import STAGE_KEY
 from ipsb.config_objects import build, callable_spec, import_path
 
@@ -188,7 +188,12 @@ def _backbone_not_missing(module: StageModule, incompatible_keys) -> None:
 
 class PairStageModule(StageModule):
     """A stage trained on (source, target) batches: one ``_step(batch, stage)`` serves the
-    ``train``/``val``/``test`` loops (subclasses implement it; it returns the loss)."""
+    ``train``/``val``/``test`` loops (subclasses implement it; it returns the loss).
+
+    The training stages work on W+ codes, so they never build the backbone's image encoder (e4e).
+    """
+
+    backbone_components = tuple(c for c in COMPONENTS if c != "encoder")
 
     def _step(self, batch: dict, stage: str):
         raise NotImplementedError
