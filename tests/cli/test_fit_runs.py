@@ -112,7 +112,15 @@ def test_kill9_then_resume_from_last_equals_an_uninterrupted_run(mapping_run, tm
 def test_toy_blend_config_from_the_repository_root_and_from_another_directory(mapping_run, tmp_path):
     root = mapping_run
     with contextlib.chdir(root):
-        assert fit(TOY / "detail.yaml", *steps(2)) == 0
+        # optimizer and scheduler from the command line: lr 0.05, multiplied by 0.1 after every step
+        assert fit(TOY / "detail.yaml", *steps(2), "--model.init_args.optimizer.init_args.lr", "0.05",
+                   "--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.StepLR",
+                   "--model.init_args.lr_scheduler.init_args.step_size", "1") == 0
+    detail = last(root, "detail")
+    assert detail["hyper_parameters"]["optimizer"]["init_args"]["lr"] == 0.05
+    assert detail["hyper_parameters"]["lr_scheduler"]["class_path"] == "torch.optim.lr_scheduler.StepLR"
+    assert detail["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.05 * 0.1 ** 2)
+    with contextlib.chdir(root):
         (root / "lightning_configs").symlink_to(REPO / "lightning_configs")   # the repository's layout
         assert fit("lightning_configs/toy/blend.yaml", *steps(2)) == 0       # as typed in the README
     other = tmp_path / "elsewhere" / "work"
