@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -65,11 +66,29 @@ REGISTRY: dict[str, CheckpointInfo] = {c.name: c for c in [
 
 
 class MissingCheckpointError(FileNotFoundError):
-    """An official checkpoint file is not on disk; the message says what it is and where to get it."""
+    """A checkpoint file is not on disk; the message says what it is and where to get it."""
 
 
 class CorruptCheckpointError(RuntimeError):
     """A checkpoint file exists but cannot be read, or holds something other than expected."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, read-only folder); the message names the folder."""
+
+
+class UnsafeCheckpointError(CorruptCheckpointError):
+    """A checkpoint holds pickled Python objects, which a safe (``weights_only``) load refuses."""
+
+
+class UnexpectedContentError(CorruptCheckpointError, ValueError):
+    """A readable file that holds something other than what was asked for (wrong shape, wrong
+    entries, hyper-parameters that cannot be built)."""
+
+
+class WrongCheckpointKindError(UnexpectedContentError):
+    """A stage checkpoint of another kind than expected (e.g. a DetailModule one where a
+    MappingModule one is needed), or not a stage checkpoint at all."""
 
 
 def search_dirs() -> list[Path]:
@@ -116,13 +135,113 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def load_torch_file(path: str | os.PathLike, what: str, weights_only: bool = True):
-    """``torch.load`` on CPU with a clear error for a truncated or unreadable file."""
+def unreadable_reason(path: str | os.PathLike, error: BaseException) -> str:
+    """Why ``torch.load`` could not read ``path``, in a few words (empty, truncated, not a zip, ...)."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        return f"it cannot be opened ({e.strerror or e})"
+    if size == 0:
+        return "it is empty (0 bytes)"
+    text = str(error)
+    refused = "Weights only load failed" in text
+    if refused and (head[:2] == b"PK" or head[:1] == b"\x80"):     # a zip archive, or a legacy pickle
+        return ("it holds pickled Python objects, which ipsb never unpickles (a safe weights-only load "
+                "refused them)")
+    if head[:2] != b"PK":
+        return "it is not a PyTorch checkpoint (not a zip archive)"
+    if not zipfile.is_zipfile(p):
+        return f"it is truncated or damaged ({size} bytes; the zip archive has no end record)"
+    return f"it is damaged ({type(error).__name__}: {text.splitlines()[0] if text else ''})"
+
+
+def _unreadable(path, what: str, error: BaseException, hint: str) -> CorruptCheckpointError:
+    reason = unreadable_reason(path, error)
+    cls = UnsafeCheckpointError if reason.startswith("it holds pickled") else CorruptCheckpointError
+    return cls(f"could not read {what} from '{path}': {reason}. {hint}")
+
+
+def load_torch_file(path: str | os.PathLike, what: str, weights_only: bool = True,
+                    hint: str = "Download or create it again (checkpoints/README.md)."):
+    """``torch.load`` on CPU with a clear error for a missing, empty, truncated or unsafe file
+    (``hint``: what to do about an unreadable one)."""
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except FileNotFoundError as e:
+        raise MissingCheckpointError(f"{what} file '{path}' not found") from e
     except Exception as e:  # zip/pickle errors come in many types
-        raise CorruptCheckpointError(
-            f"could not read {what} from '{path}': {type(e).__name__}: {e}. The file may be truncated "
-            f"or not a PyTorch checkpoint; download it again (checkpoints/README.md).") from e
+        raise _unreadable(path, what, e, hint) from e
+
+
+# ---------------------------------------------------------------------------------------------- stages
+#: Entry of an ipsb stage checkpoint naming the stage class that wrote it (``module.ClassName``).
+STAGE_KEY = "ipsb_stage"
+
+
+def read_stage_checkpoint(path: str | os.PathLike, stage_cls: type, role: Optional[str] = None) -> dict:
+    """Read an ipsb stage checkpoint written by ``stage_cls`` (weights-only), or say in one line why not.
+
+    Missing -> :class:`MissingCheckpointError`; empty, truncated, not a zip ->
+    :class:`CorruptCheckpointError`; pickled objects -> :class:`UnsafeCheckpointError`; another
+    stage's checkpoint or no stage checkpoint at all -> :class:`WrongCheckpointKindError`.
+    ``role`` names who asked (e.g. ``"--mapping"``).
+    """
+    label = getattr(stage_cls, "checkpoint_label", stage_cls.__name__)
+    hint = getattr(stage_cls, "train_hint", "")
+    p = Path(path)
+    if not p.is_file():
+        raise MissingCheckpointError(f"{label} checkpoint '{path}' not found"
+                                     + (f"; train one with `{hint}`" if hint else ""))
+    who = role or f"a {label} checkpoint"
+    ckpt = load_torch_file(p, f"the {label} checkpoint", weights_only=True,
+                           hint="Train it again" + (f" with `{hint}`." if hint else "."))
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise WrongCheckpointKindError(f"'{path}' is not a Lightning stage checkpoint (no state_dict); {who} "
+                                       f"expects a {stage_cls.__name__} checkpoint")
+    found = ckpt.get(STAGE_KEY) or (ckpt.get("hyper_parameters") or {}).get("_class_path")
+    if not isinstance(found, str):
+        raise WrongCheckpointKindError(f"'{path}' is not an ipsb stage checkpoint (it does not say which stage "
+                                       f"wrote it); {who} expects a {stage_cls.__name__} one")
+    if not _names_subclass(found, stage_cls):
+        raise WrongCheckpointKindError(f"'{path}' is a {found.rsplit('.', 1)[-1]} checkpoint; {who} expects a "
+                                       f"{stage_cls.__name__} one")
+    return ckpt
+
+
+def _names_subclass(class_path: str, cls: type) -> bool:
+    """Whether ``class_path`` names ``cls`` or an already imported subclass (nothing is imported)."""
+    import sys
+
+    if class_path == f"{cls.__module__}.{cls.__qualname__}":
+        return True
+    module, _, name = class_path.rpartition(".")
+    target = getattr(sys.modules.get(module), name, None)
+    return isinstance(target, type) and issubclass(target, cls)
+
+
+def load_stage_checkpoint(path: str | os.PathLike, stage_cls: type, role: Optional[str] = None, **kwargs):
+    """``stage_cls.load_from_checkpoint(path, **kwargs)`` on CPU, with every way the file can be wrong
+    named in one line (:func:`read_stage_checkpoint`, plus hyper-parameters that cannot be built and
+    weights that do not fit the stage -> :class:`UnexpectedContentError` / :class:`CorruptCheckpointError`).
+    The one loader of stage checkpoints (``load_mapping_stage``, ``load_detail_stage``,
+    ``FaceSwapper.from_checkpoints``).
+    """
+    from argparse import ArgumentError
+
+    from ipsb.config_objects import ConfigBuildError, short_error
+
+    read_stage_checkpoint(path, stage_cls, role)
+    try:
+        return stage_cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True, **kwargs)
+    except (ConfigBuildError, ArgumentError) as e:   # ipsb's builder, or Lightning's instantiator (jsonargparse)
+        raise UnexpectedContentError(f"'{path}': its hyper-parameters cannot be built: {short_error(e)}") from e
+    except (KeyError, TypeError, RuntimeError) as e:
+        if isinstance(e, CorruptCheckpointError):
+            raise
+        raise CorruptCheckpointError(f"'{path}' is not a readable {stage_cls.__name__} checkpoint: "
+                                     f"{type(e).__name__}: {e}") from e

@@ -4,5 +4,5 @@
 features), ``methods`` (what produces the swaps: the data's own
 swaps, an ipsb swapper, the toy manipulation), ``evaluator`` (:class:`EvaluationModule`, the
 LightningModule that runs the metrics), ``table`` (the paper's table layout, markdown + JSON, with
-the paper's numbers as reference rows), ``toy_ffpp`` (a synthetic FF++ tree rendered from the toy world).
+the paper's numbers as reference rows). The synthetic toy FF++ tree is :mod:`ipsb.data.toy_ffpp`.
 """

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
-from ipsb.backbone.bundle import instantiate
 from ipsb.checkpoints import sha256_file
+from ipsb.config_objects import build
 from ipsb.eval.methods import SwapMethod
 from ipsb.eval.networks import MetricNetworks
 from ipsb.eval.table import build_table, check_benchmark, check_writable, table_paths, write_table
@@ -47,11 +47,13 @@ class EvaluationModule(LightningModule):
     """See the module docstring.
 
     Args:
-        networks: the metric networks' config dict or a YAML path (a built :class:`MetricNetworks`
-            is accepted from Python; the annotation stays ``dict`` so LightningCLI keeps nested
-            ``class_path`` specs, which may name factory functions, for :meth:`MetricNetworks.from_config`).
+        networks: the metric networks: built (LightningCLI builds them from the config's
+            ``{identity: spec, regressor: spec, ...}``, each class path allowlisted and type-checked
+            before anything is called) or, from Python, their config dict or YAML path
+            (:meth:`MetricNetworks.from_config`).
         benchmark: ``ffpp`` or ``celebahq``.
-        methods: swap methods (instances or ``{class_path, init_args}`` specs), one row each.
+        methods: swap methods (instances, or ``{class_path, init_args}`` specs built as
+            :class:`SwapMethod`), one row each.
         data_swaps_name: row name of the data's own swaps (default derived from the DataModule).
         output_dir / table_name / overwrite: where the ``.md`` + ``.json`` go (default name = benchmark).
         top_k: ID retrieval ranks reported (top-1 and top-5 are the table's columns).
@@ -60,15 +62,15 @@ class EvaluationModule(LightningModule):
         notes: free-text lines added to the table.
     """
 
-    def __init__(self, networks: Union[dict, str], benchmark: str = "ffpp",
-                 methods: Optional[Sequence[Union[SwapMethod, dict]]] = None, data_swaps_name: Optional[str] = None,
+    def __init__(self, networks: MetricNetworks, benchmark: str = "ffpp",
+                 methods: Optional[Sequence[SwapMethod]] = None, data_swaps_name: Optional[str] = None,
                  output_dir: str = "outputs/eval", table_name: Optional[str] = None, overwrite: bool = False,
                  top_k: Sequence[int] = (1, 5), fid_cache_dir: Optional[str] = None, fid_batch_size: int = 16,
                  notes: Sequence[str] = ()):
         super().__init__()
         self.benchmark = check_benchmark(benchmark)
         self.networks = networks if isinstance(networks, MetricNetworks) else MetricNetworks.from_config(networks)
-        built = [m if isinstance(m, nn.Module) else instantiate(m) for m in (methods or [])]
+        built = [m if isinstance(m, nn.Module) else build(m, SwapMethod, "swap method") for m in (methods or [])]
         for m in built:
             if not isinstance(m, SwapMethod):
                 raise ValueError(f"methods must be SwapMethod instances/specs, got {type(m).__name__}")
@@ -161,8 +163,7 @@ class EvaluationModule(LightningModule):
                     first.update(imgs, real=True, sample_index=idx)
             stats = first.real_statistics()          # collective: every rank gets the global statistics
         for metrics in self.row_metrics:
-            metrics["fid"].clear_real_statistics()
-            metrics["fid"]._real_stats = stats
+            metrics["fid"].set_real_statistics(*stats)
 
     # ------------------------------------------------------------------ steps
     def _swaps(self, batch: dict) -> list[torch.Tensor]:

@@ -19,8 +19,8 @@
   in the toy world).
 
 Config (a dict or a YAML file): ``{component: {class_path, init_args}}`` plus ``expression_slice``;
-``class_path`` may name a class or a factory function (built by
-:func:`ipsb.backbone.bundle.instantiate`). :meth:`MetricNetworks.file_hashes` gives the sha256 of
+``class_path`` may name a class or a factory function whose declared return type fits (built by
+:mod:`ipsb.config_objects`: allowlisted, type-checked before the call). :meth:`MetricNetworks.file_hashes` gives the sha256 of
 every file a network loaded, for the results table.
 """
 from __future__ import annotations
@@ -32,9 +32,9 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ipsb.backbone.bundle import instantiate, read_mapping
 from ipsb.backbone.interfaces import freeze
-from ipsb.checkpoints import MissingCheckpointError, sha256_file
+from ipsb.checkpoints import sha256_file
+from ipsb.config_objects import build_components, read_mapping
 
 COMPONENTS = ("identity", "regressor", "pose", "fid")
 DEEP3D_EXP_SLICE = (80, 144)
@@ -72,11 +72,22 @@ def _sha256_cached(path: str) -> str:
 
 
 class MetricNetworks(nn.Module):
-    """Frozen metric networks; see the module docstring. All images ``[B,3,H,W]`` in [-1,1]."""
+    """Frozen metric networks; see the module docstring. All images ``[B,3,H,W]`` in [-1,1].
 
-    def __init__(self, identity: nn.Module, regressor: nn.Module, pose: Optional[nn.Module] = None,
-                 fid: Optional[nn.Module] = None, expression_slice: Optional[Sequence[int]] = None):
+    Each network is a built module or its ``{class_path, init_args}`` spec; specs are built here
+    (:func:`ipsb.config_objects.build_components`: allowlisted, type-checked before the call, every
+    missing checkpoint file named in one error), which is what a config gives.
+    """
+
+    def __init__(self, identity: Union[dict, nn.Module], regressor: Union[dict, nn.Module],
+                 pose: Union[dict, nn.Module, None] = None, fid: Union[dict, nn.Module, None] = None,
+                 expression_slice: Optional[Sequence[int]] = None):
         super().__init__()
+        given = {"identity": identity, "regressor": regressor, "pose": pose, "fid": fid}
+        specs = {name: v for name, v in given.items() if isinstance(v, Mapping)}
+        if specs:
+            given.update(build_components(specs, MetricNetworks, "metric networks"))
+        identity, regressor, pose, fid = given["identity"], given["regressor"], given["pose"], given["fid"]
         for name, value in (("identity", identity), ("regressor", regressor), ("pose", pose), ("fid", fid)):
             if value is not None and not isinstance(value, nn.Module):
                 raise ValueError(f"metric network {name!r} must be an nn.Module, got {type(value).__name__}")
@@ -94,7 +105,9 @@ class MetricNetworks(nn.Module):
         if not 0 <= a < b:
             raise ValueError(f"expression_slice must be [start, end) with 0 <= start < end, got {expression_slice}")
         self.expression_slice = (a, b)
-        self.config: Optional[dict] = None
+        self.config: Optional[dict] = ({**specs, "expression_slice": expression_slice}
+                                       if len(specs) == sum(v is not None for v in (identity, regressor, pose, fid))
+                                       else None)
         freeze(self)
 
     def train(self, mode: bool = True) -> "MetricNetworks":
@@ -115,18 +128,7 @@ class MetricNetworks(nn.Module):
         for need in ("identity", "regressor"):
             if config.get(need) is None:
                 raise ValueError(f"the metric networks config needs an {need!r} entry")
-        built, missing = {}, []
-        for name in COMPONENTS:
-            if config.get(name) is None:
-                continue
-            try:
-                built[name] = instantiate(config[name])
-            except MissingCheckpointError as e:
-                missing.append(f"[{name}] {e}")
-        if missing:
-            raise MissingCheckpointError("cannot build the metric networks, checkpoint files missing:\n  "
-                                         + "\n  ".join(missing))
-        nets = cls(expression_slice=config.get("expression_slice"), **built)
+        nets = cls(**config)
         nets.config = config
         return nets
 

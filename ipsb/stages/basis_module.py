@@ -1,6 +1,6 @@
 """BasisModule: builds the StyleIPSB W+ basis from a frozen backbone with ``ipsb fit``.
 
-Each training step takes a batch of sample indices (:mod:`ipsb.basis.samples`), turns them into W+
+Each training step takes a batch of sample indices (:mod:`ipsb.data.basis_samples`), turns them into W+
 codes ``w0`` (generator mapping with truncation, or rows of a W+ inversion file), computes the
 per-sample Jacobians of the attribute groups and of the identity embedding
 (:class:`~ipsb.basis.probe.AttributeProbe`) and adds ``J^T J`` to float64 accumulators. Nothing is
@@ -21,7 +21,7 @@ from ipsb.basis.accumulator import GramAccumulator
 from ipsb.basis.artifact import Basis
 from ipsb.basis.layers import DEFAULT_LAYERS, layer_mask
 from ipsb.basis.probe import DEFAULT_ATTRIBUTE_GROUPS, AttributeProbe, coefficient_columns
-from ipsb.basis.samples import load_wplus_file
+from ipsb.data.latents import load_wplus_file
 from ipsb.basis.solve import solve_basis
 from ipsb.stages.base import StageModule
 
@@ -49,7 +49,8 @@ class BasisModule(StageModule):
 
     Args:
         backbone: the frozen :class:`~ipsb.backbone.bundle.FaceBackbone` (``generator``,
-            ``regressor``, ``identity``, ``face_model.coeff_groups``), its config dict or YAML path.
+            ``regressor``, ``identity``, ``face_model.coeff_groups``), its config dict or YAML path;
+            from a config only those components are built (:attr:`backbone_components`).
         output_path: where rank 0 writes the basis file.
         overwrite: replace an existing file at ``output_path``.
         layers: W+ layers the basis may move (``"3..9"``, a list, or null for all).
@@ -64,14 +65,16 @@ class BasisModule(StageModule):
         vectorize: vmap over Jacobian rows (None: automatic, see :func:`~ipsb.basis.jacobian.wplus_jacobian`).
     """
 
-    def __init__(self, backbone: Union[FaceBackbone, dict, str], output_path: str = "outputs/basis.pt", overwrite: bool = False,
+    #: only these backbone components are built (e4e, the face parser, HopeNet, LPIPS are not needed)
+    backbone_components = ("generator", "face_model", "regressor", "identity")
+
+    def __init__(self, backbone: FaceBackbone, output_path: str = "outputs/basis.pt", overwrite: bool = False,
                  layers: Union[str, list[int], None] = DEFAULT_LAYERS,
                  groups: Optional[dict[str, list[str]]] = None, k: Optional[dict[str, int]] = None,
                  delta: float = 1e-3, relative_delta: bool = True, use_identity: bool = True,
                  truncation_psi: float = 0.7, seed: int = 0, wplus_path: Optional[str] = None,
                  chunk_size: Optional[int] = 16, vectorize: Optional[bool] = None):
-        super().__init__(backbone)
-        self.save_hyperparameters()
+        super().__init__(backbone, optimizer=None)
         self.automatic_optimization = False
         self.output_path, self.overwrite = output_path, overwrite
         self.layers, self.groups = layers, dict(groups or DEFAULT_ATTRIBUTE_GROUPS)

@@ -11,7 +11,7 @@ import torch  # noqa: E402
 from lightning.pytorch import Trainer  # noqa: E402
 
 from basis_tiny import tiny_backbone  # noqa: E402
-from ipsb.basis.samples import BasisSampleDataModule  # noqa: E402
+from ipsb.data.basis_samples import BasisSampleDataModule  # noqa: E402
 from ipsb.stages.basis_module import BasisModule  # noqa: E402
 
 

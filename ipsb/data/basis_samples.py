@@ -18,6 +18,8 @@ import torch.distributed as dist
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
+from ipsb.data.latents import load_wplus_file
+
 
 def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
@@ -73,19 +75,3 @@ class BasisSampleDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup()
         return DataLoader(ShardedIndices(self.num_samples), batch_size=self.batch_size, num_workers=0)
-
-
-def load_wplus_file(path: str) -> torch.Tensor:
-    """Read W+ inversions ``[N,num_ws,w_dim]`` from a ``.pt`` file (tensor or ``{"wplus": tensor}``)."""
-    from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError, load_torch_file
-    from pathlib import Path
-
-    if not Path(path).is_file():
-        raise MissingCheckpointError(f"W+ inversion file '{path}' not found")
-    obj = load_torch_file(path, "W+ inversions")
-    if isinstance(obj, dict):
-        obj = obj.get("wplus")
-    if not isinstance(obj, torch.Tensor) or obj.dim() != 3:
-        raise CorruptCheckpointError(f"'{path}' should hold a W+ tensor [N,num_ws,w_dim] (or {{'wplus': ...}}), "
-                                     f"got {type(obj).__name__}{'' if not isinstance(obj, torch.Tensor) else list(obj.shape)}")
-    return obj.float()
