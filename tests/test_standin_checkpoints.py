@@ -20,11 +20,6 @@ BACKBONE_FILES = {"stylegan2-ffhq-config-f.pt", "e4e_ffhq_encode.pt", "BFM_model
                   "model_ir_se50.pth", "79999_iter.pth", "hopenet_robust_alpha1.pkl", "alexnet-owt-7be5be79.pth"}
 
 
-@pytest.fixture(scope="module")
-def standin_backbone(standin_checkpoints):
-    return FaceBackbone.from_config(standin_checkpoints.backbone_yaml)
-
-
 def test_backbone_yaml_has_the_shape_of_the_shipped_one(standin_checkpoints):
     ours = yaml.safe_load(standin_checkpoints.backbone_yaml.read_text())
     shipped = yaml.safe_load(SHIPPED_BACKBONE.read_text())

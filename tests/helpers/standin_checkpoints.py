@@ -271,12 +271,21 @@ def standin_checkpoints(tmp_path_factory) -> StandinCheckpoints:
     return write_standin_checkpoints(tmp_path_factory.mktemp("standin_checkpoints"))
 
 
+@pytest.fixture(scope="session")
+def standin_backbone(standin_checkpoints):
+    """The FaceBackbone of ``standin_checkpoints.backbone_yaml`` (built once per session, ~2 s)."""
+    from ipsb.backbone.bundle import FaceBackbone
+
+    return FaceBackbone.from_config(standin_checkpoints.backbone_yaml)
+
+
 def describe(standins: StandinCheckpoints) -> str:
     """One line per file: name and size in MB (for reports)."""
     return "\n".join(f"{n}: {s / 2**20:.1f} MB" for n, s in standins.sizes.items())
 
 
-__all__ = ["StandinCheckpoints", "write_standin_checkpoints", "standin_checkpoints", "generator_state",
+__all__ = ["StandinCheckpoints", "write_standin_checkpoints", "standin_checkpoints", "standin_backbone",
+           "generator_state",
            "write_rosinality", "write_e4e", "write_deep3d", "write_ir_se50", "write_sphere20", "write_hopenet",
            "write_bisenet", "write_alexnet", "write_bfm", "write_lm3d", "backbone_config",
            "metric_networks_config", "describe"]
