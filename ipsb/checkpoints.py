@@ -83,7 +83,7 @@ REGISTRY: dict[str, CheckpointInfo] = {c.name: c for c in [
     CheckpointInfo("similarity_Lm3D_all.mat",
                    "Deep3DFaceRecon 3D landmark template used by its 5-point image alignment",
                    "sicxu/Deep3DFaceRecon_pytorch repository, BFM/similarity_Lm3D_all.mat",
-                   selected_by="ipsb.data.deep3d_align.load_lm3d('similarity_Lm3D_all.mat')"),
+                   read_by=("eval/ffpp.yaml",)),
     # Optional alternatives: no shipped config reads them; the line selects one in place of the default.
     CheckpointInfo("ffhq.pkl",
                    "StyleGAN2-ADA FFHQ 1024 generator, NVlabs pickle (G_ema)",

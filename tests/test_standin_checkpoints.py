@@ -7,6 +7,8 @@ differs is refused by file name.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -83,6 +85,18 @@ def test_cosface_layouts_and_lm3d(standin_checkpoints):
     load_sphere20(standin_checkpoints.files[SPHERE20_112X96])
     assert load_lm3d(standin_checkpoints.files[LM3D]).shape == (5, 3)
     assert ALEXNET in standin_checkpoints.files
+
+
+def test_metric_networks_config_builds_from_the_standins(standin_checkpoints, monkeypatch):
+    """The FF++ metric networks of the shipped eval config load the stand-ins strictly, CosFace's
+    112x112 layout (the one the official file has) included."""
+    from ipsb.eval.networks import MetricNetworks
+
+    monkeypatch.setenv("IPSB_CHECKPOINTS", str(standin_checkpoints.folder))
+    nets = MetricNetworks.from_config(standin_checkpoints.metric_networks_yaml)
+    loaded = {Path(f).name for files in nets.checkpoint_files().values() for f in files}
+    assert {SPHERE20, "epoch_20.pth", HOPENET} <= loaded
+    assert nets.identity.input_size == (112, 112)
 
 
 def test_standin_folder_is_cheap_enough(standin_checkpoints):

@@ -28,7 +28,8 @@ Besides the files, :func:`write_standin_checkpoints` writes two configs next to 
 * ``backbone.yaml``: ``lightning_configs/backbone/ffhq1024.yaml`` with every file name replaced by
   the absolute path of its stand-in (same components, same loader ``class_path``);
 * ``metric_networks.yaml``: the ``networks`` mapping of ``lightning_configs/eval/ffpp.yaml``,
-  rewritten the same way (what ``MetricNetworks.from_config`` reads).
+  rewritten the same way (what ``MetricNetworks.from_config`` reads; files that a metric preset
+  names in code resolve through ``$IPSB_CHECKPOINTS``, so set it to the folder).
 """
 from __future__ import annotations
 
@@ -208,7 +209,8 @@ def backbone_config(files: dict[str, Path]) -> dict:
 
 
 def metric_networks_config(files: dict[str, Path]) -> dict:
-    """The ``networks`` of the shipped ``eval/ffpp.yaml`` pointing at the stand-ins."""
+    """The ``networks`` of the shipped ``eval/ffpp.yaml``, file names written in it pointing at the
+    stand-ins (files a preset names in code resolve through ``$IPSB_CHECKPOINTS``)."""
     return _point_at_files(yaml.safe_load(SHIPPED_FFPP.read_text())["model"]["init_args"]["networks"], files)
 
 
