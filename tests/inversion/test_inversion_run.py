@@ -35,6 +35,13 @@ class CrashAt(Callback):
             raise RuntimeError("simulated crash")
 
 
+class CrashAtEnd(Callback):
+    """Raise after every batch was written, before the shards are merged."""
+
+    def on_predict_end(self, trainer, pl_module):
+        raise RuntimeError("simulated crash at the end")
+
+
 class CountBatches(Callback):
     def __init__(self):
         self.n = 0
@@ -86,6 +93,26 @@ def test_crashed_run_resumes_to_the_same_file(toy_world, tmp_path):
     assert counter.n == 2                                   # only the two missing batches were computed
     assert not shards.exists()
     assert out.read_bytes() == (tmp_path / "a" / "w.pt").read_bytes()
+
+
+def test_run_killed_after_its_last_batch_only_merges(toy_world, tmp_path):
+    out = tmp_path / "w.pt"
+    with pytest.raises(RuntimeError, match="simulated crash at the end"):
+        predict(*toy_run(toy_world, out), CrashAtEnd())
+    assert len(list(out.with_name("w.pt.shards").glob("*.pt"))) == 4 and not out.exists()
+    counter = CountBatches()
+    predict(*toy_run(toy_world, out), counter)
+    assert counter.n == 0 and torch.load(out, weights_only=True)["wplus"].shape[0] == 8
+
+
+def test_batch_groups_are_fixed_and_skip_done_batches():
+    from ipsb.data.batch_groups import BatchGroups, batch_groups
+
+    assert batch_groups(5, 2) == [[0, 1], [2, 3], [4]]
+    data = [{"i": torch.tensor(i)} for i in range(5)]
+    groups = BatchGroups(data, 2, skip=[0, 1, 2])       # sample 3 is not done: its batch stays
+    assert groups.groups == [[2, 3], [4]]
+    assert [b["i"].tolist() for b in groups.loader()] == [[2, 3], [4]]
 
 
 def test_output_manifest_and_what_the_stages_read(toy_world, tmp_path):
