@@ -269,8 +269,11 @@ def standin_checkpoints(tmp_path_factory) -> StandinCheckpoints:
 
     Point ``$IPSB_CHECKPOINTS`` at ``.folder`` (``monkeypatch.setenv``, or ``env=`` of a subprocess)
     for configs that name files, or use ``.backbone_yaml`` / ``.metric_networks_yaml`` (absolute paths).
+    The folder is deleted at the end of the session.
     """
-    return write_standin_checkpoints(tmp_path_factory.mktemp("standin_checkpoints"))
+    standins = write_standin_checkpoints(tmp_path_factory.mktemp("standin_checkpoints"))
+    yield standins
+    shutil.rmtree(standins.folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
