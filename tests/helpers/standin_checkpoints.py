@@ -39,7 +39,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import torch
@@ -264,7 +264,7 @@ def write_standin_checkpoints(folder: Path, resolution: int = 64, w_dim: int = 6
 
 
 @pytest.fixture(scope="session")
-def standin_checkpoints(tmp_path_factory) -> StandinCheckpoints:
+def standin_checkpoints(tmp_path_factory) -> Iterator[StandinCheckpoints]:
     """Stand-in official checkpoints, written once per test session (a few seconds, ~750 MB).
 
     Point ``$IPSB_CHECKPOINTS`` at ``.folder`` (``monkeypatch.setenv``, or ``env=`` of a subprocess)
