@@ -51,16 +51,8 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def _plain(value: Any) -> Any:
-    """JSON-able copy (paths -> str, tuples -> lists)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return str(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
+    """A JSON round trip (tuples -> lists, paths and other objects -> str), as run.json stores it."""
+    return json.loads(json.dumps(value, default=str))
 
 
 class WPlusWriter(BasePredictionWriter):
@@ -97,7 +89,7 @@ class WPlusWriter(BasePredictionWriter):
         """Sample indices of every finished shard (sorted)."""
         done: list[int] = []
         for shard in sorted(self.shards.glob("*.pt")):
-            done += torch.load(shard, map_location="cpu", weights_only=True)["sample_index"].tolist()
+            done += torch.load(shard, map_location="cpu", weights_only=True, mmap=True)["sample_index"].tolist()
         return sorted(done)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
