@@ -244,6 +244,8 @@ def load_rosinality(path_or_name: str | os.PathLike = "stylegan2-ffhq-config-f.p
             f"'{path}' is not {what}: expected a dict with key 'g_ema' (generator state dict) and "
             f"optionally 'latent_avg' [512], found {keys}.{hint}")
     try:
-        return generator_from_state_dict(ckpt["g_ema"], ckpt.get("latent_avg"), what=f"'{path}' g_ema")
+        g = generator_from_state_dict(ckpt["g_ema"], ckpt.get("latent_avg"), what=f"'{path}' g_ema")
     except ValueError as e:
         raise CorruptCheckpointError(f"'{path}': {e}") from e
+    g.checkpoint_path = str(path)   # provenance: FaceBackbone.file_hashes() hashes it
+    return g
