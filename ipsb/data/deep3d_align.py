@@ -77,11 +77,13 @@ def pos(lm2d: np.ndarray, lm3d: np.ndarray) -> tuple[np.ndarray, float]:
 @dataclass
 class Deep3DAlignment:
     """Result of :func:`align_img`: ``image`` uint8 ``[S,S,3]``; ``landmarks`` float64 ``[N,2]`` y-up in
-    the crop; ``trans_params`` = (w0, h0, s, tx, ty) floats (Deep3D's order)."""
+    the crop; ``trans_params`` = (w0, h0, s, tx, ty) floats (Deep3D's order); ``crop_box`` = (w, h,
+    left, up): the bicubic resize size and the crop's top-left corner in the resized image."""
 
     image: np.ndarray
     landmarks: np.ndarray
     trans_params: tuple[float, float, float, float, float]
+    crop_box: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 def align_img(image: np.ndarray, lm_y_up: np.ndarray, lm3d: np.ndarray, target_size: int = 224,
@@ -106,7 +108,8 @@ def align_img(image: np.ndarray, lm_y_up: np.ndarray, lm3d: np.ndarray, target_s
     crop = np.asarray(pil.crop((left, up, left + target_size, up + target_size)))
     lm_new = np.stack([lm[:, 0] - t[0] + w0 / 2, lm[:, 1] - t[1] + h0 / 2], 1) * s
     lm_new = lm_new - np.array([[w / 2 - target_size / 2, h / 2 - target_size / 2]])
-    return Deep3DAlignment(crop, lm_new, (float(w0), float(h0), float(s), float(t[0]), float(t[1])))
+    return Deep3DAlignment(crop, lm_new, (float(w0), float(h0), float(s), float(t[0]), float(t[1])),
+                           (w, h, left, up))
 
 
 def align_for_deep3d(image: np.ndarray, landmarks_image: np.ndarray, lm3d: np.ndarray,
