@@ -223,14 +223,17 @@ class FivePoints:
             self._aligner = FaceAligner()
         return extract_5p(self._aligner.detect(rgb).numpy())
 
-    def __call__(self, rgb: np.ndarray, points: Optional[np.ndarray] = None) -> tuple[np.ndarray, str]:
+    def __call__(self, rgb: np.ndarray, points: Optional[np.ndarray] = None,
+                 key: Optional[str] = None) -> tuple[np.ndarray, str]:
+        """``rgb`` uint8 ``[H,W,3]`` (what the detector sees); ``key``: its landmarks-file key when the
+        file was keyed on other pixels (default :func:`image_key` of ``rgb``)."""
         if points is not None:
             pts = np.asarray(points)
             if pts.shape != (5, 2):
                 raise ValueError(f"expected 5 points [5,2] (x right, y down), got {pts.shape}")
             return pts, "given"
         if self.table:
-            hit = self.table.get(image_key(rgb))
+            hit = self.table.get(key or image_key(rgb))
             if hit is not None:
                 return hit, "file"
         if self.detector == "dlib":

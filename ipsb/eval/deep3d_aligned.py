@@ -7,8 +7,10 @@ FF++ metric presets (docs/evaluation.md).
    truncates, so after the dataset's ``ToTensor``/``Normalize`` PNG values 1..63 come back one
    lower); ``"round"`` rounds to the nearest value (the PNG's own bytes).
 2. 5 points (x right, y down) from :class:`ipsb.data.deep3d_align.FivePoints`: points passed to
-   :meth:`AlignedDeep3DRegressor.forward`, a landmarks file, dlib's 68 landmarks, or the fixed FFHQ
-   points when no face is found.
+   :meth:`AlignedDeep3DRegressor.forward`, a landmarks file (keyed by the frame's own pixels, i.e.
+   the image rounded back to uint8, whatever ``to_uint8`` is), dlib's 68 landmarks (run on the
+   converted uint8 frame, as the reference runs its detector), or the fixed FFHQ points when no
+   face is found.
 3. Deep3D's ``align_img`` (:mod:`ipsb.data.deep3d_align`): ``y <- H-1-y`` in the points' dtype,
    POS fit to the 3D template ``lm3d`` (``similarity_Lm3D_all.mat``), PIL bicubic resize, 224 crop
    with zero padding.
@@ -28,7 +30,7 @@ import torch
 from ipsb.backbone.interfaces import CoeffRegressor, freeze
 from ipsb.backbone.recon import ReconNet, load_recon_net
 from ipsb.checkpoints import MissingCheckpointError, resolve_checkpoint
-from ipsb.data.deep3d_align import Deep3DAlignment, FivePoints, align_for_deep3d, load_lm3d
+from ipsb.data.deep3d_align import Deep3DAlignment, FivePoints, align_for_deep3d, image_key, load_lm3d
 
 TO_UINT8 = ("truncate", "round")
 
@@ -107,9 +109,12 @@ class AlignedDeep3DRegressor(CoeffRegressor):
         rgb = to_uint8_hwc(image, self.to_uint8)
         if points is not None and len(points) != rgb.shape[0]:
             raise ValueError(f"got {len(points)} point sets for {rgb.shape[0]} images")
+        # landmarks files are keyed on the frame's own pixels (rounding recovers them exactly)
+        pixels = to_uint8_hwc(image, "round") if self.points.table and self.to_uint8 != "round" else rgb
         out, sources = [], []
         for i in range(rgb.shape[0]):
-            pts, src = self.points(rgb[i], None if points is None else _as_numpy(points[i]))
+            given = None if points is None else _as_numpy(points[i])
+            pts, src = self.points(rgb[i], given, key=image_key(pixels[i]) if self.points.table else None)
             sources.append(src)
             out.append(align_for_deep3d(rgb[i], pts, self.lm3d))
         self.last_point_sources = sources

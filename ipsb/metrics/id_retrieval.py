@@ -108,7 +108,8 @@ class IDRetrieval(Metric):
             rank = (per_video > true).sum(1)                                            # videos strictly better
             for k in self.top_k:
                 correct[k].append(rank < k)
-        return {f"top{k}": torch.cat(v).float().mean() for k, v in correct.items()}
+        # float64, as numpy's mean in the reference: 100 * fraction prints exactly (e.g. 1/10 -> 10.0)
+        return {f"top{k}": torch.cat(v).double().mean() for k, v in correct.items()}
 
 
 class IDSimilarity(Metric):

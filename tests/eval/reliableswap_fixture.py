@@ -17,7 +17,6 @@ from ipsb.data.align import image_to_tensor
 from ipsb.data.deep3d_align import image_key, write_landmarks_file
 from ipsb.data.ffpp_index import manipulated_dir, original_dir
 from ipsb.data.video import write_video
-from ipsb.eval.deep3d_aligned import to_uint8_hwc
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "ffpp_reliableswap"
 TS = (2, 0, 3, 1)
@@ -50,12 +49,8 @@ def stored_points(ref: dict, role: str, item: int) -> np.ndarray:
 
 
 def write_reference_points(ref: dict, path: Path) -> Path:
-    """A landmarks file holding the reference's points for every fixture frame."""
-    points = {}
-    for role in ROLES:
-        for i in range(40):
-            rgb = to_uint8_hwc(frame_tensor(role, i)[None], "truncate")[0]
-            points[image_key(rgb)] = stored_points(ref, role, i)
+    """A landmarks file holding the reference's points for every fixture frame (keyed by its pixels)."""
+    points = {image_key(png(frame_name(role, i))): stored_points(ref, role, i) for role in ROLES for i in range(40)}
     return write_landmarks_file(path, points)
 
 

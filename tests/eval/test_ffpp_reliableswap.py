@@ -87,6 +87,21 @@ def test_preset_builds_the_reference_networks(nets, ckpt_dir):
             "similarity_Lm3D_all.mat", "reference_points.json"} <= files
 
 
+def test_clean_preset_builds_from_the_same_files(ckpt_dir, points_file, ref):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IPSB_CHECKPOINTS", str(ckpt_dir))
+        clean = MetricNetworks.from_config({"preset": "clean", "regressor": {
+            "init_args": {"landmarks_file": str(points_file), "detector": None}}})
+    assert clean.preset.name == "clean" and clean.identity.mirror and clean.identity.input_size == (112, 112)
+    x = torch.stack([frame_tensor("t", 0), frame_tensor("r", 0)])
+    with torch.no_grad():
+        assert clean.embed(x).shape == (2, 1024) and clean.identity.preprocess(x).shape == (2, 3, 112, 112)
+        assert clean.pose.preprocess(x).shape == (2, 3, 224, 224) and clean.head_pose(x).shape == (2, 3, 66)
+        assert clean.expression(x).shape == (2, 64)
+    # the landmarks file is keyed by the frames' pixels, so it serves the rounding preset too
+    assert clean.regressor.to_uint8 == "round" and clean.regressor.last_point_sources == ["file", "file"]
+
+
 def test_network_inputs_and_aligned_crops_match_reference(nets, ref):
     debug = torch.load(FIX / "debug_intermediates.pt")
     items = [d["item"] for d in debug["images"]]                       # swaps of items 0 and 19
@@ -138,6 +153,7 @@ def test_no_face_takes_the_fixed_ffhq_points(ref, nets):
         FivePoints(detector=None, no_face="error")(blank)
 
 
+@pytest.mark.slow   # ~10 s: roles eval.py records but never aggregates
 def test_roles_the_aggregates_do_not_read(nets, ref):
     """Target embeddings and the sources' logits / coefficients (recorded by the reference, unused)."""
     with torch.no_grad():
