@@ -166,7 +166,9 @@ class FFPPGallery(_FFPPBase):
 
 
 class FFPPDataModule(LightningDataModule):
-    """FF++ evaluation: ``test_dataloader()`` -> ``[pairs, gallery]`` loaders (in that order).
+    """FF++ evaluation: ``test_dataloader()`` -> ``[pairs, gallery]`` loaders (in that order; only
+    ``[pairs]`` when :attr:`gallery_loader` is False, which the evaluator sets for a retrieval gallery
+    made of the items' own source images).
 
     Args:
         root: FF++ root (``original_sequences/``, ``manipulated_sequences/``).
@@ -196,6 +198,7 @@ class FFPPDataModule(LightningDataModule):
         self.manifest_path, self.rebuild, self.verify = manifest_path, rebuild, verify_files
         self.swaps, self.batch_size, self.num_workers = swaps, batch_size, num_workers
         self.manifest: Optional[Manifest] = None
+        self.gallery_loader = True
 
     def _aligner(self):
         if self.aligner is None:
@@ -243,7 +246,8 @@ class FFPPDataModule(LightningDataModule):
         return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
     def test_dataloader(self):
-        return [self._loader(self.pairs_dataset()), self._loader(self.gallery_dataset())]
+        pairs = [self._loader(self.pairs_dataset())]
+        return pairs + [self._loader(self.gallery_dataset())] if self.gallery_loader else pairs
 
     def predict_dataloader(self):
         return self._loader(self.pairs_dataset())
