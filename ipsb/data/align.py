@@ -53,7 +53,19 @@ class AlignedFace:
     landmarks: torch.Tensor
 
 
-class FaceAligner:
+class Aligner:
+    """What every aligner does: ``align(image uint8 [H,W,3], name=None) -> AlignedFace``.
+
+    :class:`FaceAligner` (dlib + the FFHQ recipe) and the aligners for pre-aligned frames in
+    :mod:`ipsb.data.simple_aligners` derive from it, so a config may name any of them where an
+    ``Aligner`` is expected (and nothing else).
+    """
+
+    def align(self, image, name: Optional[str] = None) -> AlignedFace:
+        raise NotImplementedError
+
+
+class FaceAligner(Aligner):
     """dlib face detection + 68 landmarks + the FFHQ crop.
 
     Args:

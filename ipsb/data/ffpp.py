@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from ipsb.data.align import NoFaceError
+from ipsb.data.align import Aligner, NoFaceError
 from ipsb.data.ffpp_index import build_ffpp_manifest
 from ipsb.data.image_reader import image_to_tensor, read_rgb
 from ipsb.data.manifest import Manifest
@@ -187,7 +187,7 @@ class FFPPDataModule(LightningDataModule):
 
     def __init__(self, root: str, method: str = "FaceShifter", compression: str = "c23",
                  frames_per_video: int = 10, source_frame: str = "first", image_size: int = 256,
-                 aligner: Optional[Any] = None, manifest_path: Optional[str] = None, rebuild: bool = False,
+                 aligner: Optional[Aligner] = None, manifest_path: Optional[str] = None, rebuild: bool = False,
                  verify_files: bool = True, swaps: Optional[str] = None, limit_pairs: Optional[int] = None,
                  batch_size: int = 16, num_workers: int = 0):
         super().__init__()

@@ -14,7 +14,7 @@ from ipsb.eval.evaluator import EvaluationModule
 from ipsb.eval.methods import CopySource, CopyTarget
 from ipsb.eval.networks import PRESETS, MetricNetworks, preset_specs
 from ipsb.eval.table import PAPER_ROWS
-from ipsb.eval.toy_ffpp import ToyFFPPDataModule, build_toy_ffpp
+from ipsb.data.toy_ffpp import ToyFFPPDataModule, build_toy_ffpp
 
 CONFIGS = Path(__file__).resolve().parent.parent.parent / "lightning_configs" / "eval"
 N_VIDEOS, N_FRAMES, SLOTS = 3, 6, 3
