@@ -35,23 +35,34 @@ def _print_help() -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``ipsb`` console script and ``python -m ipsb``."""
+    """Entry point of the ``ipsb`` console script and ``python -m ipsb``.
+
+    Every command runs inside one error boundary (:mod:`ipsb.error_boundary`): an expected failure
+    ends in one line ``ipsb <command>: error: ...`` on stderr and exit code 2, a bug in one
+    ``internal error`` line and exit code 1; ``--debug`` anywhere on the command line (or
+    ``IPSB_DEBUG=1``) adds the traceback. argparse's usage errors and ``--help`` are unchanged.
+    """
+    from ipsb.error_boundary import guarded, split_debug
+
     from_sys = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, debug = split_debug(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         _print_help()
         return 0
-    if argv[0] in EXTRA_COMMANDS:
-        module, func = EXTRA_COMMANDS[argv[0]][0].split(":")
-        return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
-    from ipsb.lightning_cli import ExistingRunError, run
+    command = argv[0]
+    if command in EXTRA_COMMANDS:
+        module, func = EXTRA_COMMANDS[command][0].split(":")
+        return guarded(command, lambda: getattr(importlib.import_module(module), func)(argv[1:]), debug)
+    if from_sys:                       # LightningCLI reads sys.argv itself: without --debug
+        sys.argv[1:] = argv
 
-    try:
+    def lightning() -> int:
+        from ipsb.lightning_cli import run
+
         run(None if from_sys else argv)
-    except ExistingRunError as e:
-        print(f"ipsb {argv[0]}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return guarded(command, lightning, debug)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ipsb.checkpoints import MissingCheckpointError, CorruptCheckpointError, load_torch_file, resolve_checkpoint
+from ipsb.checkpoints import (CorruptCheckpointError, MissingCheckpointError, WrongCheckpointKindError,
+                              describe_contents, foreign_kind, load_torch_file, resolve_checkpoint)
 
 #: torchvision's file names for the LPIPS backbones (as stored in the torch hub cache).
 TORCHVISION_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth",
@@ -81,13 +82,17 @@ class Perceptual(nn.Module):
         if not pnet_rand:
             path = find_backbone_weights(net, backbone_weights)
             state = load_torch_file(path, f"torchvision {net} ImageNet weights")
+            if not isinstance(state, dict) or foreign_kind(state) is not None:
+                raise WrongCheckpointKindError(f"'{path}' is {describe_contents(state)}, not torchvision's {net} "
+                                               f"ImageNet weights ({TORCHVISION_FILES[net]})")
             target = self.lpips.net.state_dict()
             mapped = {}
             for key in target:                     # "slice2.3.weight" <- "features.3.weight"
                 _, idx, param = key.split(".")
                 src = f"features.{idx}.{param}"
                 if src not in state:
-                    raise CorruptCheckpointError(f"'{path}' is not torchvision {net} weights: missing {src}")
+                    raise WrongCheckpointKindError(f"'{path}' is {describe_contents(state)}, not torchvision's {net} "
+                                                   f"ImageNet weights ({TORCHVISION_FILES[net]}): no {src}")
                 mapped[key] = state[src]
             self.lpips.net.load_state_dict(mapped, strict=True)
             self.checkpoint_path = str(path)

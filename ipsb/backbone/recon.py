@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ipsb.backbone.interfaces import CoeffRegressor, freeze
-from ipsb.checkpoints import CorruptCheckpointError, load_torch_file, resolve_checkpoint
+from ipsb.checkpoints import (CorruptCheckpointError, WrongCheckpointKindError, describe_contents, load_torch_file,
+                              resolve_checkpoint)
 
 DEFAULT_CHECKPOINT = "epoch_20.pth"
 HEAD_SIZES = (80, 64, 80, 3, 27, 2, 1)
@@ -62,13 +63,11 @@ def recon_state_dict(ckpt: dict, path: str | os.PathLike = "<dict>") -> "Ordered
     Takes ``ckpt['net_recon']`` when present, strips ``module.`` prefixes (DataParallel/DDP saves)
     and adds missing ``num_batches_tracked`` counters (zeros; they do not affect eval).
     """
-    if not isinstance(ckpt, dict):
-        raise CorruptCheckpointError(f"'{path}' holds a {type(ckpt).__name__}, expected a dict with key 'net_recon'")
-    state = ckpt.get("net_recon", ckpt)
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise CorruptCheckpointError(
-            f"'{path}': expected a state dict under 'net_recon' (Deep3DFaceRecon epoch_20.pth); "
-            f"top-level keys: {sorted(ckpt)[:10]}")
+    state = ckpt.get("net_recon", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise WrongCheckpointKindError(
+            f"'{path}' is {describe_contents(ckpt)}, not the Deep3DFaceRecon regressor (a state dict under "
+            f"'net_recon', epoch_20.pth); see checkpoints/README.md")
     out = OrderedDict()
     for k, v in state.items():
         while k.startswith("module."):
