@@ -216,7 +216,8 @@ def unreadable_reason(path: str | os.PathLike, error: BaseException) -> str:
         named = re.search(r"GLOBAL ([\w.]+)", text)
         if named and (is_zip or is_legacy) and not _global_exists(named.group(1)):
             return damaged + f"; it names '{named.group(1)}', which does not exist)"
-        if named or "Unsupported operand" in text or not (is_zip or is_legacy):
+        pickle = is_zip or is_legacy or head[:1] == b"\x80"     # protocol >= 2 pickles start with PROTO
+        if pickle and (named or "Unsupported operand" in text):
             return ("it holds pickled Python objects, which ipsb never unpickles (a safe weights-only load "
                     "refused them)")
     if is_legacy:

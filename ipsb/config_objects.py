@@ -107,7 +107,8 @@ def read_mapping(config: Union[str, os.PathLike, Mapping], what: str) -> dict:
 
 
 _NOISE = ("Errors:", "Subtypes:", "Given value", "Does not validate against any of the",
-          "Problem with given class_path", "Expected a <class")
+          "Problem with given class_path")
+_EXPECTED = "Expected a <class"
 _KEY = re.compile(r'Parser key "([^"]+)"')
 _CLASS = re.compile(r"Problem with given class_path '([^']+)'")
 _UNKNOWN = re.compile(r"(?:Option|Key) '([^'.]+)[^']*' is not accepted|No action for key \"?'?([^'\".]+)")
@@ -121,17 +122,29 @@ def short_error(error: BaseException) -> str:
     keys and classes above it say where. An unknown argument is named with the ones the class takes;
     a refused import path with the allowlist.
     """
-    lines = [(len(ln) - len(ln.lstrip()), ln.strip()) for ln in str(error).splitlines() if ln.strip()]
+    lines = []
+    for ln in str(error).splitlines():
+        if not ln.strip():
+            continue
+        indent, text = len(ln) - len(ln.lstrip()), ln.strip()
+        key = _KEY.match(text.lstrip("- "))
+        rest = text.lstrip("- ")[key.end():].lstrip(": ") if key else ""
+        if rest:                                   # 'Parser key "config": File does not exist: ...'
+            lines += [(indent, f'Parser key "{key.group(1)}":'), (indent + 2, rest)]
+        else:
+            lines.append((indent, text))
     bodies = [text[2:] if text.startswith("- ") else text for _, text in lines]
     best = None
-    for i, body in enumerate(bodies):
-        if _KEY.match(body) or body.startswith(_NOISE):
-            continue
-        if best is None or lines[i][0] > lines[best][0]:
-            best = i
+    for weak in (False, True):          # "Expected a <class ...>" only when nothing else is said
+        for i, body in enumerate(bodies):
+            if _KEY.match(body) or body.startswith(_NOISE) or body.startswith(_EXPECTED) != weak:
+                continue
+            if best is None or lines[i][0] > lines[best][0]:
+                best = i
+        if best is not None:
+            break
     if best is None:
-        expected = [b for b in bodies if b.startswith("Expected a <class")]
-        return expected[0] if expected else type(error).__name__
+        return type(error).__name__
     keys: list[str] = []
     classes: list[str] = []
     depth = lines[best][0]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 import traceback
 from typing import Callable, Optional, Sequence
@@ -93,7 +94,8 @@ def _is_config_error(exc: BaseException) -> bool:
     from argparse import ArgumentError
 
     return (isinstance(exc, ArgumentError) or type(exc).__name__ == "MisconfigurationException"
-            or _in_package(type(exc).__module__, "jsonargparse") or _in_package(_raised_in(exc), "jsonargparse"))
+            or any(_in_package(type(exc).__module__, p) or _in_package(_raised_in(exc), p)
+                   for p in ("jsonargparse", "yaml")))
 
 
 def _one_line(text: str) -> str:
@@ -139,10 +141,30 @@ def explain(exc: BaseException) -> Optional[str]:
             return _message(e)
     if not (isinstance(chain[-1], OSError) or _is_config_error(chain[-1])):
         return None
-    for e in chain:
+    for i, e in enumerate(chain):
         if isinstance(e, OSError) or _is_config_error(e):
-            return _message(e)
+            return _config_file_error(chain[i:]) or _message(e)
     return None
+
+
+_LOOP = re.compile(r"Config file loop detected: (.+?) -> ")
+
+
+def _config_file_error(chain: list[BaseException]) -> Optional[str]:
+    """jsonargparse reports an error inside a config file named by an option (``--model.init_args.backbone
+    evil.yaml``) as "Config file loop detected" (it reads the file again while handling the error);
+    the error it was handling says what is wrong. -> ``<keys> '<file>': <that error>``, else None."""
+    from ipsb.config_objects import short_error
+
+    texts = [short_error(e) if _is_config_error(e) else "" for e in chain]
+    loop = next((i for i, t in enumerate(texts) if _LOOP.search(t)), None)
+    if loop is None:
+        return None
+    cause = next((t for t in texts[loop:] if t and not _LOOP.search(t)), None)
+    if cause is None:
+        return None
+    where, _, _ = texts[loop].partition("Config file loop detected")
+    return f"{where.rstrip(': ')} '{_LOOP.search(texts[loop]).group(1)}': {cause}".lstrip()
 
 
 def report(command: str, exc: BaseException, debug: bool = False, stream=None) -> int:

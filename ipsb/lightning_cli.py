@@ -212,9 +212,9 @@ def planned_outputs(trainer: Any, model: Any, subcommand: str) -> list[tuple[Pat
             folder = getattr(cb, "dirpath", None) or trainer.default_root_dir
             plan.append((Path(folder), 2 * size, "a checkpoint"))
         plan.append((Path(trainer.default_root_dir), MIN_FREE_BYTES, "the run's files"))
-        for logger in trainer.loggers:
-            if getattr(logger, "save_dir", None):
-                plan.append((Path(logger.save_dir), MIN_FREE_BYTES, "the logs"))
+    for logger in trainer.loggers:            # the run's config.yaml and logs
+        if getattr(logger, "save_dir", None):
+            plan.append((Path(logger.save_dir), MIN_FREE_BYTES, "the logs"))
     for obj in [model, *[cb for cb in trainer.callbacks if not isinstance(cb, Checkpoint)]]:
         for attr in OUTPUT_FOLDER_ATTRIBUTES + OUTPUT_FILE_ATTRIBUTES:
             value = getattr(obj, attr, None)
@@ -270,11 +270,18 @@ class IpsbCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Check the ``--ckpt_path`` file (:func:`check_ckpt_path`), then let Lightning merge its
         hyper-parameters into the config."""
+        from ipsb.checkpoints import UnexpectedContentError
+        from ipsb.config_objects import short_error
+
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path:
             check_ckpt_path(path, self.config[subcommand].get("model"), subcommand)
-        super()._parse_ckpt_path()
+        try:
+            super()._parse_ckpt_path()
+        except Exception as e:      # jsonargparse: a value the config's types or the allowlist refuse
+            raise UnexpectedContentError(f"--ckpt_path '{path}': its hyper-parameters cannot be used: "
+                                         f"{short_error(e)}") from e
 
     def before_fit(self) -> None:
         check_outputs(self.trainer, self.model, "fit")
@@ -289,8 +296,41 @@ class IpsbCLI(LightningCLI):
         check_outputs(self.trainer, self.model, "predict")
 
 
+def check_config_files(args: Sequence[str]) -> None:
+    """Every ``--config FILE`` (``-c``, ``--config=``) exists and is valid YAML, else one
+    :class:`~ipsb.config_objects.ConfigBuildError` naming it (jsonargparse's report does not)."""
+    import yaml
+
+    from ipsb.config_objects import ConfigBuildError
+
+    args = list(args)
+    for i, arg in enumerate(args):
+        if arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        elif arg in ("--config", "-c") and i + 1 < len(args):
+            value = args[i + 1]
+        else:
+            continue
+        if value.lstrip().startswith(("{", "[")) or "\n" in value:     # an inline YAML string, not a file
+            continue
+        path = Path(value)
+        if not path.is_file():
+            raise ConfigBuildError(f"--config '{value}' " + ("is a folder" if path.is_dir() else "not found")
+                                   + "; give a YAML file (e.g. lightning_configs/toy/mapping.yaml)")
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigBuildError(f"--config '{value}' is not valid YAML{at}: {problem}") from e
+
+
 def run(args: Optional[Sequence[str]]) -> IpsbCLI:
     """Parse ``args`` (None: ``sys.argv``) and run the Lightning subcommand."""
+    import sys
+
+    check_config_files(sys.argv[1:] if args is None else args)
     return IpsbCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                    parser_class=StageArgumentParser, save_config_callback=RunConfigSaver,
                    save_config_kwargs={"overwrite": False}, auto_configure_optimizers=False,

@@ -88,8 +88,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not Path(args.source).is_file():
         raise ValueError(f"--source '{args.source}' does not exist")
     check_output_folder(out if target.is_dir() else out.parent, MIN_FREE_BYTES, "the swapped images")
+    from ipsb.swap import load_rgb
+
+    source = load_rgb(args.source)         # an unreadable source is named before the models are built
     swapper = _build(args)
-    return _run(swapper, args, jobs)
+    return _run(swapper, args, jobs, source)
 
 
 def _build(args):
@@ -106,13 +109,12 @@ def _build(args):
     return swapper.to(torch.device(args.device))
 
 
-def _run(swapper, args, jobs) -> int:
+def _run(swapper, args, jobs, source) -> int:
     from PIL import Image
 
     from ipsb.data.align import NoFaceError
     from ipsb.swap import load_rgb
 
-    source = load_rgb(args.source)
     skipped = []
     for target, out in jobs:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -147,8 +147,8 @@ def _state_dict_of(ckpt, path) -> dict:
     if (not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict)
             or (foreign is not None and not foreign.startswith("an e4e"))):
         raise WrongCheckpointKindError(
-            f"'{path}' is {describe_contents(ckpt)}, not an e4e checkpoint (a dict with 'state_dict' (keys "
-            f"encoder.*, decoder.*), 'opts' and 'latent_avg' [18,512]); give e4e_ffhq_encode.pt "
+            f"'{path}' is {describe_contents(ckpt)}, not an e4e checkpoint: expected a dict with 'state_dict' "
+            f"(keys encoder.*, decoder.*), 'opts' and 'latent_avg' [18,512]; give e4e_ffhq_encode.pt "
             f"(checkpoints/README.md)")
     return ckpt["state_dict"]
 

@@ -67,6 +67,12 @@ class Perceptual(nn.Module):
 
         self.net_name = net
         self.checkpoint_path = None
+        if not pnet_rand:            # the file first: a bad one fails before the network is built
+            path = find_backbone_weights(net, backbone_weights)
+            state = load_torch_file(path, f"torchvision {net} ImageNet weights")
+            if not isinstance(state, dict) or foreign_kind(state) is not None:
+                raise WrongCheckpointKindError(f"'{path}' is {describe_contents(state)}, not torchvision's {net} "
+                                               f"ImageNet weights ({TORCHVISION_FILES[net]})")
         with warnings.catch_warnings():      # torchvision's "pretrained is deprecated" noise
             warnings.simplefilter("ignore", UserWarning)
             self.lpips = lpips.LPIPS(pretrained=False, net=net, pnet_rand=True, verbose=False)
@@ -80,11 +86,6 @@ class Perceptual(nn.Module):
             raise CorruptCheckpointError(f"'{self.heads_path}' does not match LPIPS {net}: missing {missing}, "
                                          f"unexpected {unexpected}")
         if not pnet_rand:
-            path = find_backbone_weights(net, backbone_weights)
-            state = load_torch_file(path, f"torchvision {net} ImageNet weights")
-            if not isinstance(state, dict) or foreign_kind(state) is not None:
-                raise WrongCheckpointKindError(f"'{path}' is {describe_contents(state)}, not torchvision's {net} "
-                                               f"ImageNet weights ({TORCHVISION_FILES[net]})")
             target = self.lpips.net.state_dict()
             mapped = {}
             for key in target:                     # "slice2.3.weight" <- "features.3.weight"

@@ -78,10 +78,14 @@ def recon_state_dict(ckpt: dict, path: str | os.PathLike = "<dict>") -> "Ordered
     return out
 
 
-def load_recon_net(net: ReconNet, checkpoint: str | os.PathLike) -> ReconNet:
-    """Load ``epoch_20.pth`` (name or path) into ``net`` strictly; a clear error names bad keys."""
-    path = resolve_checkpoint(checkpoint)
-    state = recon_state_dict(load_torch_file(path, "the Deep3D regressor (epoch_20.pth)"), path)
+def load_recon_net(net: ReconNet, checkpoint: str | os.PathLike | dict, label: Optional[str] = None) -> ReconNet:
+    """Load ``epoch_20.pth`` (name or path, or its :func:`recon_state_dict` read from file ``label``)
+    into ``net`` strictly; a clear error names bad keys."""
+    if isinstance(checkpoint, dict):
+        path, state = label or "<state dict>", checkpoint
+    else:
+        path = resolve_checkpoint(checkpoint)
+        state = recon_state_dict(load_torch_file(path, "the Deep3D regressor (epoch_20.pth)"), path)
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -111,10 +115,13 @@ class Deep3DRegressor(CoeffRegressor):
 
     def __init__(self, checkpoint: Optional[str | os.PathLike] = None):
         super().__init__()
-        self.net = ReconNet()
         self.checkpoint = None if checkpoint is None else resolve_checkpoint(checkpoint)
-        if checkpoint is not None:
-            load_recon_net(self.net, self.checkpoint)
+        if self.checkpoint is not None:     # the file first: a bad one fails before the network is built
+            state = recon_state_dict(load_torch_file(self.checkpoint, "the Deep3D regressor (epoch_20.pth)"),
+                                     self.checkpoint)
+        self.net = ReconNet()
+        if self.checkpoint is not None:
+            load_recon_net(self.net, state, str(self.checkpoint))
         freeze(self)
 
     @staticmethod

@@ -242,8 +242,8 @@ def load_rosinality(path_or_name: str | os.PathLike = "stylegan2-ffhq-config-f.p
         hint = (" For an e4e checkpoint's own generator use ipsb.backbone.encoder.load_e4e_decoder."
                 if found.startswith("an e4e") else "")
         raise WrongCheckpointKindError(
-            f"'{path}' is {found}, not {what} (a dict with 'g_ema', the generator's state dict, and "
-            f"optionally 'latent_avg' [512]); give the generator file, e.g. stylegan2-ffhq-config-f.pt "
+            f"'{path}' is {found}, not {what}: expected a dict with key 'g_ema' (generator state dict) and "
+            f"optionally 'latent_avg' [512]; give the generator file, e.g. stylegan2-ffhq-config-f.pt "
             f"(checkpoints/README.md).{hint}")
     try:
         g = generator_from_state_dict(ckpt["g_ema"], ckpt.get("latent_avg"), what=f"'{path}' g_ema")
