@@ -4,7 +4,10 @@ Lightning subcommands take ``--config lightning_configs/...yaml``; model and dat
 ``class_path``/``init_args`` (``subclass_mode``), so any LightningModule/DataModule can be selected
 (:mod:`ipsb.lightning_cli`: allowlisted building, path rule, resume).
 Extra subcommands (``demo``, ``swap``, ``toy-report``, ...) are registered in :data:`EXTRA_COMMANDS`
-as ``"module:function"``; the function receives the remaining argv and returns an exit code.
+as ``"module:function"``; the function receives the remaining argv and returns an exit code, and
+raises on an error. Every command runs inside one error boundary (:mod:`ipsb.error_boundary`):
+one line ``ipsb <command>: error: ...`` on stderr and exit code 2, or ``internal error`` and exit
+code 1 for a bug; ``--debug`` anywhere on the command line or ``IPSB_DEBUG=1`` adds the traceback.
 """
 from __future__ import annotations
 

@@ -11,9 +11,11 @@ Expected failures (:func:`explain` gives their line):
 * a ``ValueError`` or ``ImportError`` raised by ipsb's own code (its messages are written for users);
 * file-system errors (``OSError``: a missing file, no permission, a read-only or full disk, a folder
   where a file was due), with the path and what to do;
-* config errors: jsonargparse's parse errors and Lightning's ``MisconfigurationException``. When
-  jsonargparse wraps a constructor's error (a union report of every type it tried), the
-  constructor's own error is shown; otherwise the innermost line of the report.
+* config errors: jsonargparse's parse errors, YAML errors and Lightning's
+  ``MisconfigurationException``. When jsonargparse wraps a constructor's error (a union report of
+  every type it tried), the constructor's own error is shown; otherwise the innermost line of the
+  report (:func:`ipsb.config_objects.short_error`);
+* running out of memory (``torch.OutOfMemoryError``), with what to lower.
 
 Anything else is a bug (in ipsb or a library) and is not hidden: one line
 ``ipsb <command>: internal error: <type>: <message> (rerun with --debug ...)`` and exit code 1.
@@ -139,6 +141,11 @@ def explain(exc: BaseException) -> Optional[str]:
     for e in chain:
         if _is_ipsb_error(e):
             return _message(e)
+    oom = next((e for e in chain if type(e).__name__ == "OutOfMemoryError"), None)
+    if oom is not None:                # a resource limit, not a bug
+        first = _one_line(str(oom).split("\n", 1)[0])[:200]
+        return (f"out of memory ({first}); lower the batch size (--data.init_args.batch_size) or use a "
+                f"device with more memory")
     if not (isinstance(chain[-1], OSError) or _is_config_error(chain[-1])):
         return None
     for i, e in enumerate(chain):
@@ -177,8 +184,8 @@ def report(command: str, exc: BaseException, debug: bool = False, stream=None) -
         print(f"ipsb {command}: error: {line}", file=stream)
         return EXIT_ERROR
     first = _one_line(str(exc).split("\n", 1)[0])[:300]
-    hint = "" if debug else "; rerun with --debug for the traceback and"
-    print(f"ipsb {command}: internal error: {type(exc).__name__}: {first} (a bug{hint} please report it)",
+    hint = "" if debug else " rerun with --debug for the traceback and"
+    print(f"ipsb {command}: internal error: {type(exc).__name__}: {first} (a bug;{hint} please report it)",
           file=stream)
     return EXIT_INTERNAL
 

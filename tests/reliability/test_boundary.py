@@ -98,3 +98,30 @@ def test_python_m_ipsb_exit_code_and_stderr(world, tmp_path):
         assert lines[-1].startswith(f"ipsb {cases[name][0][3]}: error: ") and str(cases[name][1]) in lines[-1], lines
         assert len(lines) <= 3 and "Traceback" not in err, (name, lines)
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_file_system_errors_from_libraries_and_memory_errors_are_one_line(tmp_path, ipsb, monkeypatch):
+    """An OSError raised by a library (Lightning creating a log folder) names the path and what to
+    do; running out of memory says what to lower. Both exit with code 2."""
+    import io
+
+    import torch
+
+    from ipsb.error_boundary import report
+
+    def raised(exc):
+        try:
+            raise exc
+        except BaseException as e:   # noqa: BLE001 -- an exception with its traceback
+            return e
+
+    cases = {PermissionError(13, "Permission denied", str(tmp_path / "logs")): ("'" + str(tmp_path / "logs") + "'",
+                                                                               "check its permissions"),
+             OSError(28, "No space left on device", str(tmp_path / "x.ckpt")): ("no space left", "free some space"),
+             torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"): ("out of memory",
+                                                                                    "--data.init_args.batch_size")}
+    for exc, words in cases.items():
+        out = io.StringIO()
+        assert report("fit", raised(exc), stream=out) == 2
+        (line,) = out.getvalue().splitlines()
+        assert line.startswith("ipsb fit: error: ") and all(w in line for w in words), line

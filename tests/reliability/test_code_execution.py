@@ -52,11 +52,15 @@ def test_load_from_checkpoint_of_every_stage_never_runs_a_payload(stage, world, 
 # ---------------------------------------------------------------------------------------------- --ckpt_path
 MAPPING = "ipsb.stages.mapping_module.MappingModule"
 EVALUATION = "ipsb.eval.evaluator.EvaluationModule"
+STAGE_PAYLOADS = {
+    "backbone": lambda m: {"backbone": payload(m)},
+    "nested-generator": lambda m: {"backbone": {"class_path": "ipsb.backbone.bundle.FaceBackbone",
+                                                "init_args": {"generator": payload(m)}}},
+    "optimizer": lambda m: {"optimizer": payload(m)},
+}
 CKPT_PATH_CASES = {
-    "fit-backbone": ("fit", TOY / "mapping.yaml", MAPPING, lambda m: {"backbone": payload(m)}),
-    "fit-nested-generator": ("fit", TOY / "mapping.yaml", MAPPING, lambda m: {"backbone": {
-        "class_path": "ipsb.backbone.bundle.FaceBackbone", "init_args": {"generator": payload(m)}}}),
-    "validate-optimizer": ("validate", TOY / "mapping.yaml", MAPPING, lambda m: {"optimizer": payload(m)}),
+    **{f"{command}-{name}": (command, TOY / "mapping.yaml", MAPPING, hp)
+       for command in ("fit", "validate") for name, hp in STAGE_PAYLOADS.items()},
     "test-networks": ("test", CONFIGS / "eval" / "ffpp_toy.yaml", EVALUATION, lambda m: {"networks": payload(m)}),
     "test-nested-network": ("test", CONFIGS / "eval" / "ffpp_toy.yaml", EVALUATION, lambda m: {"networks": {
         "identity": payload(m), "regressor": {"class_path": "ipsb.backbone.toy.networks.ToyRegressor"}}}),
