@@ -76,18 +76,20 @@ def conv_block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(min(8, cout), cout), nn.SiLU())
 
 
+def conv_stack(widths) -> nn.Sequential:
+    """image ``[B,3,64,64]`` -> features ``[B,widths[-1],s,s]``, ``s = 64 / 2^len(widths)``: one stride-2
+    :func:`conv_block` per width."""
+    return nn.Sequential(*(conv_block(cin, cout, 2) for cin, cout in zip((3, *widths[:-1]), widths)))
+
+
 class ConvEncoder(nn.Module):
     """image ``[B,3,64,64]`` -> feature vector ``[B,hidden]`` (four stride-2 conv blocks + MLP)."""
 
     def __init__(self, out_dim: int, widths=(16, 32, 64, 64), hidden: int = 128):
         super().__init__()
-        layers, cin = [], 3
-        for w in widths:
-            layers.append(conv_block(cin, w, 2))
-            cin = w
-        self.convs = nn.Sequential(*layers)
+        self.convs = conv_stack(widths)
         side = INPUT_SIZE // 2 ** len(widths)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, hidden), nn.SiLU(),
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * side * side, hidden), nn.SiLU(),
                                   nn.Linear(hidden, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -220,12 +222,9 @@ class ToyEncoder(_ToyNet):
 
     def __init__(self, weights: Optional[str] = "default"):
         super().__init__()
-        layers, cin = [], 3
-        for w in ENCODER_WIDTHS:
-            layers.append(conv_block(cin, w, 2))
-            cin = w
         side = INPUT_SIZE // 2 ** len(ENCODER_WIDTHS)
-        self.coarse = nn.Sequential(*layers, nn.Conv2d(cin, ENCODER_SQUEEZE, 1), nn.Flatten())
+        self.coarse = nn.Sequential(*conv_stack(ENCODER_WIDTHS), nn.Conv2d(ENCODER_WIDTHS[-1], ENCODER_SQUEEZE, 1),
+                                    nn.Flatten())
         self.fine = nn.Linear(3 * INPUT_SIZE * INPUT_SIZE, ENCODER_FINE)
         self.head = nn.Sequential(nn.Linear(ENCODER_SQUEEZE * side * side + ENCODER_FINE, ENCODER_HIDDEN), nn.SiLU(),
                                   nn.Linear(ENCODER_HIDDEN, world.NUM_WS * world.W_DIM))
