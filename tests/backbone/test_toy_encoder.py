@@ -18,7 +18,7 @@ from ipsb.backbone.toy.report import ENCODER_TRUNCATION, reconstruction_errors
 from ipsb.cli import main as ipsb_main
 from ipsb.nets.layer_lambda import LayerLambda
 from ipsb.nets.mapper import CoeffMapper, SwapEditor
-from ipsb.stages.blend_module import StageTwoSwap
+from ipsb.stages.detail_module import StageTwoSwap
 from ipsb.swap import FaceSwapper
 
 CONFIGS = Path(__file__).resolve().parents[2] / "lightning_configs" / "backbone"
