@@ -19,6 +19,7 @@ from torch import nn
 from ipsb.backbone.bundle import FaceBackbone
 from ipsb.basis.accumulator import GramAccumulator
 from ipsb.basis.artifact import Basis
+from ipsb.basis.identity_rows import IdentityRows
 from ipsb.basis.layers import DEFAULT_LAYERS, layer_mask
 from ipsb.basis.probe import DEFAULT_ATTRIBUTE_GROUPS, AttributeProbe, coefficient_columns
 from ipsb.basis.samples import load_wplus_file
@@ -26,6 +27,8 @@ from ipsb.basis.solve import solve_basis
 from ipsb.stages.base import StageModule
 
 DEFAULT_K = {"pose": 3, "exp": 10, "light": 5}
+#: Added to a sample's seed for its identity sketch draws, so they never reuse its z draw.
+IDENTITY_SEED_OFFSET = 1 << 48
 
 
 def _dtype_of(module: nn.Module) -> torch.dtype:
@@ -62,6 +65,9 @@ class BasisModule(StageModule):
         wplus_path: file of W+ inversions to use instead of sampling (row ``i`` = sample ``i``).
         chunk_size: Jacobian rows per reverse pass (bounds memory at 1024 px).
         vectorize: vmap over Jacobian rows (None: automatic, see :func:`~ipsb.basis.jacobian.wplus_jacobian`).
+        identity_rows: how ``H_id`` is estimated per sample: ``exact`` (``E`` reverse passes),
+            ``sketch:k`` or ``lowrank:q`` (see :mod:`ipsb.basis.identity_rows`; the random draws of
+            sample ``i`` are seeded from ``seed`` and ``i``).
     """
 
     def __init__(self, backbone: Union[FaceBackbone, dict, str], output_path: str = "outputs/basis.pt", overwrite: bool = False,
@@ -69,7 +75,8 @@ class BasisModule(StageModule):
                  groups: Optional[dict[str, list[str]]] = None, k: Optional[dict[str, int]] = None,
                  delta: float = 1e-3, relative_delta: bool = True, use_identity: bool = True,
                  truncation_psi: float = 0.7, seed: int = 0, wplus_path: Optional[str] = None,
-                 chunk_size: Optional[int] = 16, vectorize: Optional[bool] = None):
+                 chunk_size: Optional[int] = 16, vectorize: Optional[bool] = None,
+                 identity_rows: str = "exact"):
         super().__init__(backbone)
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -82,6 +89,7 @@ class BasisModule(StageModule):
         self.delta, self.relative_delta, self.use_identity = float(delta), relative_delta, use_identity
         self.truncation_psi, self.seed, self.wplus_path = float(truncation_psi), int(seed), wplus_path
         self.chunk_size, self.vectorize = chunk_size, vectorize
+        self.identity_rows = str(IdentityRows.parse(identity_rows))
         gen = self.backbone.generator
         self.mask = layer_mask(layers, gen.num_ws)
         coeff_groups = getattr(self.backbone.face_model, "coeff_groups", None) or self.backbone.regressor.coeff_groups
@@ -97,7 +105,8 @@ class BasisModule(StageModule):
     def _probe(self) -> AttributeProbe:
         bb = self.backbone
         return AttributeProbe(bb.generator, bb.regressor, self.columns, bb.identity if self.use_identity else None,
-                              self.mask.to(self.device), self.chunk_size, "const", self.vectorize)
+                              self.mask.to(self.device), self.chunk_size, "const", self.vectorize,
+                              self.identity_rows)
 
     def configure_optimizers(self):
         return None
@@ -116,6 +125,14 @@ class BasisModule(StageModule):
             gen.check_wplus(self._wplus)
 
     # ------------------------------------------------------------------ samples
+    def sample_seed(self, index: int) -> int:
+        """Seed of sample ``index``'s z (:meth:`sample_wplus`)."""
+        return self.seed * 1_000_003 + int(index)
+
+    def identity_seed(self, index: int) -> int:
+        """Seed of sample ``index``'s identity sketch draws (a stream disjoint from the z seeds)."""
+        return self.sample_seed(index) + IDENTITY_SEED_OFFSET
+
     @torch.no_grad()
     def sample_wplus(self, index: torch.Tensor) -> torch.Tensor:
         """Sample indices ``[B]`` -> W+ codes ``w0 [B,num_ws,w_dim]`` (independent of batch and rank)."""
@@ -124,7 +141,7 @@ class BasisModule(StageModule):
         if self._wplus is not None:
             return self._wplus[index.cpu()].to(self.device, dtype)
         z_dim = getattr(gen, "z_dim", gen.w_dim)
-        z = torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + int(i)))
+        z = torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(self.sample_seed(int(i))))
                          for i in index.cpu()]).to(self.device, dtype)
         if self._mean_latent is None and self.truncation_psi != 1.0:
             self._mean_latent = gen.mean_latent().to(self.device, dtype)
@@ -134,7 +151,7 @@ class BasisModule(StageModule):
     # ------------------------------------------------------------------ loop
     def training_step(self, batch, batch_idx):
         w0 = self.sample_wplus(batch["index"])
-        jac = self._probe()(w0)
+        jac = self._probe()(w0, [self.identity_seed(int(i)) for i in batch["index"].cpu()])
         self.accumulator.update(jac, weight=batch["valid"].to(torch.float64))
         return None
 
@@ -144,6 +161,7 @@ class BasisModule(StageModule):
         config = dict(layers=self.layers, groups=self.groups, k=self.k, delta=self.delta,
                       relative_delta=self.relative_delta, use_identity=self.use_identity,
                       truncation_psi=self.truncation_psi, seed=self.seed, wplus_path=self.wplus_path,
+                      identity_rows=self.identity_rows,
                       num_samples=int(self.accumulator.count))
         self.basis = solve_basis(self.accumulator.mean(), self.k, self.mask.cpu(), self.backbone.generator.w_dim,
                                  self.delta, self.relative_delta, sha, config)
