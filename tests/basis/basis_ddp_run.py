@@ -15,13 +15,13 @@ from ipsb.basis.samples import BasisSampleDataModule  # noqa: E402
 from ipsb.stages.basis_module import BasisModule  # noqa: E402
 
 
-def run(devices: int, out: str, num_samples: int = 7, batch_size: int = 2) -> BasisModule:
+def run(devices: int, out: str, num_samples: int = 7, batch_size: int = 2, callbacks=()) -> BasisModule:
     torch.manual_seed(0)
     module = BasisModule(tiny_backbone(), output_path=out, layers="1..4", k={"pose": 2, "exp": 3, "light": 2},
                          truncation_psi=0.8, chunk_size=4)
     trainer = Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
                       precision="64-true", max_epochs=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False)
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))
     trainer.fit(module, BasisSampleDataModule(num_samples=num_samples, batch_size=batch_size))
     return module
 
