@@ -144,3 +144,26 @@ def test_speed_switches_on_a_basis_run_keep_the_basis_and_restore_settings(tmp_p
         assert float(torch.linalg.matrix_norm(a @ a.T - b @ b.T, ord=2)) <= 1e-6
     assert all(p.is_contiguous(memory_format=torch.channels_last)
                for p in fast.backbone.parameters() if p.dim() == 4)
+
+
+def test_speed_switches_append_from_the_command_line():
+    """docs/scaling.md's way to add the switches to a shipped config: ``--trainer.callbacks+=``."""
+    import contextlib
+    import io
+    from pathlib import Path
+
+    import yaml
+
+    from ipsb.cli import main
+
+    config = Path(__file__).resolve().parents[2] / "lightning_configs" / "mapping.yaml"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["fit", "--config", str(config), "--trainer.precision", "bf16-mixed",
+              "--trainer.callbacks+=ipsb.callbacks.speed.SpeedSwitches", "--trainer.callbacks.channels_last=true",
+              "--trainer.callbacks.tf32=true", "--print_config"])
+    trainer = yaml.safe_load(out.getvalue())["trainer"]
+    assert trainer["precision"] == "bf16-mixed"
+    speed = [c for c in trainer["callbacks"] if c["class_path"] == "ipsb.callbacks.speed.SpeedSwitches"]
+    assert speed and speed[0]["init_args"]["channels_last"] is True and speed[0]["init_args"]["tf32"] is True
+    assert any(c["class_path"].endswith("ModelCheckpoint") for c in trainer["callbacks"])   # the config's stay
