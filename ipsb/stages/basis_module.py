@@ -234,7 +234,7 @@ class BasisModule(StageModule):
         return None
 
     def on_train_end(self) -> None:
-        total = GramAccumulator(self.accumulator.groups, self.accumulator.dim)
+        total = GramAccumulator(self.accumulator.groups, self.accumulator.dim, self.device)
         total.load_state(self.accumulator.reduced_state())     # sum over ranks; the live sums stay per rank
         sha = generator_sha256(self.backbone)
         config = dict(layers=self.layers, groups=self.groups, k=self.k, delta=self.delta,

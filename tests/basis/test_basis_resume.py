@@ -120,3 +120,26 @@ def test_basis_killed_after_half_resumes_to_the_same_basis(tmp_path, uninterrupt
 def test_basis_killed_under_ddp_resumes_to_the_same_basis(tmp_path, uninterrupted):
     # 2 ranks, 2 samples each: after one step per rank half the samples are in the sums
     check_resumed(tmp_path, uninterrupted, hang_after=SAMPLES // 4, devices=2)
+
+
+def test_basis_resume_refuses_other_sample_settings(tmp_path):
+    """The checkpoint's sums were made with other settings: one clear error, not a mixed basis."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from basis_ddp_run import run
+
+    def checkpoint():
+        return ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True, save_top_k=0, every_n_train_steps=1)
+
+    run(1, str(tmp_path / "a.pt"), num_samples=4, callbacks=[checkpoint()])
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)[RESUME_KEY]
+    assert saved["done"].tolist() == [0, 1, 2, 3] and saved["sums"]["id"].dtype == torch.float64
+    with pytest.raises(ValueError, match=r"identity_rows='exact'.*identity_rows='sketch:2'"):
+        run(1, str(tmp_path / "b.pt"), num_samples=4, callbacks=[checkpoint()],
+            ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), identity_rows="sketch:2")
+    # the same settings resume (nothing left to add) to the same basis
+    again = run(1, str(tmp_path / "c.pt"), num_samples=4, callbacks=[checkpoint()],
+                ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    first = Basis.load(tmp_path / "a.pt")
+    for g in first.groups:
+        torch.testing.assert_close(again.basis.eigenvalues[g], first.eigenvalues[g], rtol=1e-12, atol=0)
