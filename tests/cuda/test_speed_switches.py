@@ -90,13 +90,14 @@ def test_stage_loss_under_bf16_mixed_within_tolerance(tmp_path):
     """Lightning's own bf16 switch on a toy stage: same init, same batch, loss within 6e-2."""
     from helpers.swap_world import save_oracle_basis, toy_backbone
     from ipsb.data.latents import LatentPairDataModule
+    from ipsb.stages.base import adamw
     from ipsb.stages.mapping_module import MappingModule
 
     basis = save_oracle_basis(tmp_path / "basis.pt")
     losses = {}
     for precision in ("32-true", "bf16-mixed"):
         seed_everything(0)
-        module = MappingModule(copy.deepcopy(toy_backbone()), basis=str(basis), hidden_dim=32, depth=2, lr=1e-2)
+        module = MappingModule(copy.deepcopy(toy_backbone()), basis=str(basis), hidden_dim=32, depth=2, optimizer=adamw(1e-2))
         record = FirstLoss()
         Trainer(accelerator="cpu", devices=1, max_steps=1, precision=precision, logger=False,
                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
