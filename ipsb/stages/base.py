@@ -140,11 +140,12 @@ class StageModule(LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def backbone_record(self) -> dict:
-        """``{"config": ..., "file_hashes": {file: sha256}}`` written into stage checkpoints."""
+        """``{"config": ..., "file_hashes": {file: sha256}}`` written into stage checkpoints: the
+        hashes of the files of the components this stage uses (``backbone_components``)."""
         if self.backbone.config is None:
             raise ValueError("this stage's backbone was built without a config, so a checkpoint could not "
                              "rebuild it; build it with FaceBackbone.from_config(...) or from a YAML file")
-        return {"config": copy.deepcopy(self.backbone.config), "file_hashes": self.backbone.file_hashes()}
+        return {"config": copy.deepcopy(self.backbone.config), "file_hashes": self.backbone.file_hashes(self.backbone_components)}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Drop the backbone's tensors; write the backbone record and the stage's class."""
