@@ -92,19 +92,25 @@ def pick_for_attribute(response: torch.Tensor, attribute: Attribute, face_model)
 
 def attribute_directions(backbone, directions: DirectionSet, attributes: Sequence[Attribute], codes: torch.Tensor,
                          step: Optional[float] = None, mode: str = "combine", groups: Optional[dict] = None,
-                         method: Optional[str] = None) -> DirectionSet:
+                         method: Optional[str] = None, response: Optional[torch.Tensor] = None,
+                         coeff_spread: Optional[torch.Tensor] = None) -> DirectionSet:
     """A :class:`DirectionSet` named by attribute, measured on ``codes`` with the regressor.
 
     ``mode="combine"``: per attribute, the least-norm combination (:func:`combine_for_attribute`)
     within the direction group (``groups = {name: [direction names]}``, default: the ``group:i``
     prefixes of the names) that responds most to the attribute. ``mode="pick"``: the single best
-    direction (:func:`pick_for_attribute`). ``extras["rate"]`` holds the measured attribute change
-    per unit step, ``extras["source"]`` what each direction was made of.
+    direction (:func:`pick_for_attribute`). ``response`` (:func:`coefficient_response`) and
+    ``coeff_spread`` (``[C]``, standard deviation of the coefficients over ``codes``) may be given
+    to reuse a measurement. ``extras["rate"]`` holds the attribute change per unit step (to first
+    order: the combination of the measured responses), ``extras["source"]`` what each direction
+    was made of.
     """
     step = w_spread(backbone) if step is None else float(step)
     fm = backbone.face_model
-    response = coefficient_response(backbone, directions, codes, step)
-    spread = coefficients_of(backbone, codes).std(0)
+    if response is None:
+        response = coefficient_response(backbone, directions, codes, step)
+    if coeff_spread is None:
+        coeff_spread = coefficients_of(backbone, codes).std(0)
     if groups is None:
         groups = {}
         for n in directions.names:
@@ -121,17 +127,12 @@ def attribute_directions(backbone, directions: DirectionSet, attributes: Sequenc
                 return float(attr.read(response[idx], fm.coeff_groups).norm())
             best = max(groups, key=lambda g: strength(groups[g]))
             idx = [directions.index(m) for m in groups[best]]
-            c, rate = combine_for_attribute(response[idx], attr, fm, spread)
+            c, rate = combine_for_attribute(response[idx], attr, fm, coeff_spread)
             vecs.append(c @ directions.vectors[idx])
             sources.append(f"{best} (" + ", ".join(f"{v:+.2f}" for v in c.tolist()) + ")")
         else:
             raise ValueError(f"mode must be 'combine' or 'pick', got {mode!r}")
         rates.append(rate)
-    out = DirectionSet(method or directions.method, [a.name for a in attributes], torch.stack(vecs),
-                       directions.layer_mask, directions.num_ws, directions.w_dim,
-                       {"rate": torch.tensor(rates), "source": sources, "step": step})
-    # the combination's rate is for the unnormalised sum; re-measure the unit vectors
-    if mode == "combine":
-        r = coefficient_response(backbone, out, codes, step)
-        out.extras["rate"] = torch.stack([a.read(r[i:i + 1], fm.coeff_groups)[0] for i, a in enumerate(attributes)])
-    return out
+    return DirectionSet(method or directions.method, [a.name for a in attributes], torch.stack(vecs),
+                        directions.layer_mask, directions.num_ws, directions.w_dim,
+                        {"rate": torch.tensor(rates), "source": sources, "step": step})

@@ -6,7 +6,7 @@ the toy world, the ground-truth coefficients). For each code the step ``t`` with
 and then bisected; the attribute is assumed monotone along the direction over the bracket (true
 for a direction chosen to move it, within the range the generator can reach). Codes whose
 attribute cannot reach the change within ``t_max`` are reported (``reached`` False) and keep the
-largest step tried.
+largest step tried. A change of 0 gives step 0.
 """
 from __future__ import annotations
 
@@ -57,5 +57,7 @@ def find_steps(w: torch.Tensor, vector: torch.Tensor, measure: Callable[[torch.T
         below = g < goal
         lo = torch.where(below & reached, mid, lo)
         hi = torch.where(~below & reached, mid, hi)
-    achieved = sign * gain(sign * hi)
-    return StepSearch(step=sign * hi, change=achieved, reached=reached)
+    zero = change == 0
+    step = torch.where(zero, torch.zeros_like(hi), sign * hi)
+    achieved = measure(w + step[:, None, None] * v) - base
+    return StepSearch(step=step, change=achieved, reached=reached | zero)
