@@ -74,6 +74,50 @@ def oracle_swap(gen, w_s: torch.Tensor, w_t: torch.Tensor, layers: str = LAYERS)
     return w_s + d.reshape(w_s.shape)
 
 
+@torch.no_grad()
+def identity_sensitivity(backbone, n: int = 64, sizes=(0.05, 0.1, 0.3, 1.0)) -> dict[str, float]:
+    """What the identity network sees: mean ``1 - cos`` between ``G(w)`` and ``G(w')`` for edits that
+    change only the ground-truth identity by a given L2 (``w'`` = ``w`` plus the least-norm offset on
+    rows 0..3 that moves the identity readouts along a random direction and no attribute readout,
+    scaled by bisection to the size), and for the oracle swap, which changes only attributes."""
+    from ipsb.editing.search import find_steps
+    from ipsb.editing.style_maps import toy_readout_maps
+
+    gen = backbone.generator
+    maps = toy_readout_maps(gen)
+    m = torch.cat([maps[g] for g in maps], 0)
+    is_id = torch.cat([torch.full((maps[g].shape[0],), g in ("id", "tex")) for g in maps])
+    cols = torch.zeros(gen.num_ws, dtype=torch.bool)
+    cols[:4] = True
+    cols = cols.repeat_interleave(gen.w_dim)
+    pinv = torch.linalg.pinv(m[:, cols].double()).float()
+    g = torch.Generator().manual_seed(3)
+    w = backbone.sample_wplus(n, seed=777, truncation_psi=0.7)
+    w_t = backbone.sample_wplus(n, seed=778, truncation_psi=0.7)
+    slices = gen.face_model.coeff_groups
+    ident = [i for k in ("id", "tex") for i in range(*slices[k])]
+    emb0 = backbone.identity(gen.synthesis(w))
+    out = {}
+    for size in sizes:
+        e = torch.zeros(n, m.shape[0])
+        e[:, is_id] = torch.nn.functional.normalize(torch.randn(n, int(is_id.sum()), generator=g), dim=1)
+        d = torch.zeros(n, gen.num_ws * gen.w_dim)
+        d[:, cols] = e @ pinv.T
+        steps = []
+        for i in range(n):                           # per code: its own direction
+            v = d[i].reshape(gen.num_ws, gen.w_dim)
+            v = v / v.norm()
+            res = find_steps(w[i:i + 1], v, lambda x, i=i: (gen.coefficients(x)[:, ident]
+                                                            - gen.coefficients(w[i:i + 1])[:, ident]).norm(dim=1),
+                             torch.tensor([size]), t0=0.1)
+            steps.append(w[i] + res.step[0] * v)
+        emb1 = backbone.identity(gen.synthesis(torch.stack(steps)))
+        out[f"identity only, id_err_gt {size}"] = float((1 - (emb0 * emb1).sum(1)).mean())
+    emb_o = backbone.identity(gen.synthesis(oracle_swap(gen, w, w_t)))
+    out["attributes only (oracle swap), id_err_gt 0"] = float((1 - (emb0 * emb_o).sum(1)).mean())
+    return out
+
+
 def _spearman(a: list[float], b: list[float]) -> float:
     from scipy.stats import spearmanr
 
@@ -251,6 +295,10 @@ def main(argv=None) -> int:
     results = [json.loads(run_path(g, a, s).read_text()) for g in args.regimes for a in args.arms for s in args.seeds
                if run_path(g, a, s).is_file()]
     text, summary = summarise(results, refs, args)
+    sens = identity_sensitivity(stage1_toy.build_backbone())
+    summary["identity_network_sensitivity"] = sens
+    text += "\n\nIdentity network (1 - cos to the unedited face) for edits that change only the identity or only " \
+            "the attributes, 64 codes:\n" + "\n".join(f"  {k}: {v:.4f}" for k, v in sens.items())
     header = (f"Stage-1 basis ablation, toy world: {args.pairs} held-out pairs, {args.steps} steps of batch "
               f"{args.batch}, seeds {args.seeds}; mean ± std over seeds ({time.time() - t0:.0f} s)")
     print("\n" + header + "\n\n" + text)

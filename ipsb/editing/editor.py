@@ -18,6 +18,7 @@ trained stage-1 :class:`~ipsb.stages.mapping_module.MappingModule`.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -50,7 +51,8 @@ class Editor:
     # ------------------------------------------------------------------ helpers
     @property
     def device(self) -> torch.device:
-        return next(iter(self.backbone.buffers())).device
+        t = next(itertools.chain(self.backbone.buffers(), self.backbone.parameters()), None)
+        return t.device if t is not None else torch.device("cpu")
 
     @property
     def spread(self) -> float:
