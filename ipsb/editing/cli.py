@@ -45,11 +45,19 @@ DEFAULTS = {
     "mapping": "outputs/toy/mapping/checkpoints/last.ckpt",
 }
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+RANGE_RE = re.compile(r"^-[0-9.]+(e[-+]?\d+)?:")
 SET_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_\[\]]*)\s*(\+=|-=|=)\s*([-+]?[0-9.]+(?:e[-+]?\d+)?)\s*$")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ipsb edit", description=__doc__.split("\n\n")[0],
+    p = _Parser(prog="ipsb edit", description=__doc__.rsplit("\n\n", 1)[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="photograph of a face (aligned and inverted first)")
@@ -60,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--animation", default=None, help="also write a .gif or .mp4 of the strips")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--along", default=None, help="basis groups, directions or attributes, comma-separated")
-    p.add_argument("--range", default=None, help="LO:HI of the strips (see above)")
+    p.add_argument("--range", default=None, help="LO:HI of the strips (units above; -20:20 works unquoted)")
     p.add_argument("--steps", type=int, default=7, help="cells per strip (default 7)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="3DMM control: NAME=VALUE, NAME+=VALUE or NAME-=VALUE (repeatable)")
@@ -288,8 +296,25 @@ def run(args, log=print) -> list[Path]:
     return written
 
 
+def _attach_ranges(argv: list[str]) -> list[str]:
+    """``--range -20:20`` -> ``--range=-20:20`` (argparse would read ``-20:20`` as an option)."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--range" and i + 1 < len(argv) and RANGE_RE.match(argv[i + 1]):
+            out.append(f"--range={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    """Exit code 0; 1 for a bad input file or value; 2 for a usage error (one line on stderr each)."""
+    try:
+        args = build_parser().parse_args(_attach_ranges(list(sys.argv[1:] if argv is None else argv)))
+    except SystemExit as e:
+        return int(e.code or 0)
     from ipsb.checkpoints import CorruptCheckpointError
 
     try:

@@ -31,7 +31,7 @@ def _common(setup):
 
 def test_edit_along_the_basis_writes_a_labelled_grid_and_a_gif(setup, tmp_path, capsys):
     out, gif = tmp_path / "grid.png", tmp_path / "grid.gif"
-    rc = main(["edit", "--seed", "3", "--along", "yaw,pose:0", "--steps", "3", "--out", str(out),
+    rc = main(["edit", "--seed", "3", "--along", "yaw,pose:0", "--range", "-1.5:1.5", "--steps", "3", "--out", str(out),
                "--animation", str(gif)] + _common(setup))
     assert rc == 0
     printed = capsys.readouterr().out
@@ -61,6 +61,7 @@ def test_edit_refuses_to_overwrite_and_says_so_in_one_line(setup, tmp_path, caps
     (["--along", "smirk"], "--along 'smirk'"),
     (["--set", "yaw>20"], "--set 'yaw>20'"),
     (["--range", "1-2"], "--range must look like LO:HI"),
+    (["--range", "-2:x"], "--range must look like LO:HI"),
     (["--transfer", "exp"], "--transfer needs --reference"),
     (["--wplus", "missing.pt"], "--wplus 'missing.pt' does not exist"),
 ])
@@ -72,6 +73,12 @@ def test_edit_bad_input_gets_one_clear_line(setup, tmp_path, capsys, extra, mess
     err = capsys.readouterr().err.strip()
     assert rc == 1 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_edit_usage_errors_are_one_line_too(capsys):
+    rc = main(["edit", "--seed", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--out" in err
 
 
 def test_edit_photo_with_3dmm_control_and_transfer(setup, tmp_path, tmp_path_factory, toy32):
