@@ -1,7 +1,7 @@
 """Attribute editing in the toy world: StyleIPSB vs InterfaceGAN, SeFa and GANSpace, against ground truth.
 
     python benchmarks/editing.py [--codes 48] [--basis PATH] [--out outputs/benchmarks/editing]
-        [--plot PATH.png]
+        [--plot PATH.png] [--quick]
 
 For each method and attribute (yaw, pitch, expression = ``smile``, lighting = ``light_x``) one
 direction is made (below); each of ``--codes`` held-out W+ codes (seed 4242, psi 0.7; no method
@@ -86,7 +86,8 @@ def oracle_directions(gen, attributes, layers: str = LAYERS):
                         gen.num_ws, gen.w_dim)
 
 
-def build_methods(backbone, basis, attributes, codes_dir, log) -> dict:
+def build_methods(backbone, basis, attributes, codes_dir, log, svm_samples: int = 2000, pca_samples: int = 10000
+                  ) -> dict:
     """``{method: DirectionSet named by attribute}``."""
     from ipsb.editing.baselines import ganspace, interfacegan, sefa
     from ipsb.editing.directions import DirectionSet
@@ -98,7 +99,7 @@ def build_methods(backbone, basis, attributes, codes_dir, log) -> dict:
                                             mode="combine")
     log(f"  StyleIPSB directions: {out['StyleIPSB'].extras['source']} [{time.time() - t0:.0f} s]")
     t0 = time.time()
-    ig = interfacegan(backbone, attributes, n_samples=2000, seed=1)
+    ig = interfacegan(backbone, attributes, n_samples=svm_samples, seed=1)
     log(f"  InterfaceGAN SVM accuracy {[round(a, 3) for a in ig.extras['accuracy'].tolist()]} "
         f"[{time.time() - t0:.0f} s]")
     normals = ig.extras["normals"]
@@ -111,7 +112,7 @@ def build_methods(backbone, basis, attributes, codes_dir, log) -> dict:
     out["InterfaceGAN cond."] = DirectionSet.from_w("InterfaceGAN cond.", names, cond, None, gen.num_ws, gen.w_dim)
     out["InterfaceGAN cond., rows 3-7"] = DirectionSet.from_w("InterfaceGAN cond., rows 3-7", names, cond, LAYERS,
                                                               gen.num_ws, gen.w_dim)
-    for name, comps in (("SeFa", sefa(gen, LAYERS, k=10)), ("GANSpace", ganspace(backbone, LAYERS, k=10))):
+    for name, comps in (("SeFa", sefa(gen, LAYERS, k=10)), ("GANSpace", ganspace(backbone, LAYERS, n_samples=pca_samples, k=10))):
         t0 = time.time()
         out[name] = attribute_directions(backbone, comps, attributes, codes_dir, mode="pick", method=name)
         log(f"  {name}: {out[name].extras['source']} [{time.time() - t0:.0f} s]")
@@ -264,7 +265,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="outputs/benchmarks/editing")
     p.add_argument("--plot", default=None, help="also write the plot here")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 6 codes, a 4-sample basis, 300 SVM / 2000 PCA samples (numbers not meaningful)")
     args = p.parse_args(argv)
+    svm_samples, pca_samples = 2000, 10000
+    if args.quick:
+        args.codes, args.basis_samples, svm_samples, pca_samples = 6, 4, 300, 2000
     torch.set_num_threads(args.threads)
     t0 = time.time()
     from ipsb.basis.artifact import Basis
@@ -279,7 +285,8 @@ def main(argv=None) -> int:
         source = f"computed here ({args.basis_samples} samples)"
     print(f"basis: {source}: {basis} [{time.time() - t0:.0f} s]", flush=True)
     codes_dir = backbone.sample_wplus(16, seed=77, truncation_psi=0.7)       # measuring directions
-    methods = build_methods(backbone, basis, attributes, codes_dir, lambda s: print(s, flush=True))
+    methods = build_methods(backbone, basis, attributes, codes_dir, lambda s: print(s, flush=True),
+                            svm_samples, pca_samples)
     print(f"directions ready [{time.time() - t0:.0f} s]", flush=True)
     codes = backbone.sample_wplus(args.codes, seed=4242, truncation_psi=0.7)  # held out
     results = measure_edits(backbone, methods, attributes, codes)
