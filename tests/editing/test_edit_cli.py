@@ -105,3 +105,18 @@ def test_edit_photo_with_3dmm_control_and_transfer(setup, tmp_path, tmp_path_fac
     grid = np.asarray(Image.open(out2))
     assert grid.shape[0] == (CAPTION + PAD) + 4 * (TILE + CAPTION + PAD) + PAD   # input, exp, pose, exp+pose
     assert grid.shape[1] > 3 * TILE                                             # reference + 2 cells
+
+
+def test_edit_a_photograph_aligned_with_dlib(setup, tmp_path):
+    """The default alignment (dlib landmarks + FFHQ crop, as ``ipsb swap``) on a real photo."""
+    pytest.importorskip("dlib")
+    from skimage import data
+
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    out = tmp_path / "astronaut_edit.png"
+    rc = main(["edit", "--image", str(photo), "--invert-steps", "2", "--along", "pose:0", "--steps", "2",
+               "--out", str(out)] + _common(setup))
+    assert rc == 0
+    grid = np.asarray(Image.open(out))
+    assert grid.shape[0] == (CAPTION + PAD) + 2 * (TILE + CAPTION + PAD) + PAD      # input (photo, inversion), pose:0
