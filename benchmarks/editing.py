@@ -1,7 +1,7 @@
 """Attribute editing in the toy world: StyleIPSB vs InterfaceGAN, SeFa and GANSpace, against ground truth.
 
     python benchmarks/editing.py [--codes 48] [--basis PATH] [--out outputs/benchmarks/editing]
-        [--plot PATH.png] [--quick]
+        [--plot PATH.png] [--mapping STAGE1.ckpt] [--quick]
 
 For each method and attribute (yaw, pitch, expression = ``smile``, lighting = ``light_x``) one
 direction is made (below); each of ``--codes`` held-out W+ codes (seed 4242, psi 0.7; no method
@@ -35,6 +35,11 @@ Methods (all measured on the same codes; the named baseline of the ratios is Int
 * ``oracle``: the toy world's ground truth, the least-norm direction on rows 3-7 that moves only the
   target's readout (a floor: its ``id_gt`` and ``leak`` are 0 up to round-off, and its ``1-cos`` is
   what the identity network reports for a pure attribute change).
+
+With ``--mapping`` it also measures 3DMM control through that trained stage-1 mapper (what ``ipsb
+edit --set`` does): on the same codes, the target coefficients are the code's own (regressor) with
+the attribute changed by the table's amount; reported are the true change over the requested one,
+the share of codes moved the requested way, identity drift and leakage by the ground truth.
 
 Writes ``results.md``, ``results.json`` and the plot (identity drift against attribute change, one
 curve per method, one panel per attribute and drift measure) to ``--out`` (and ``--plot``).
@@ -175,6 +180,54 @@ def measure_edits(backbone, methods: dict, attributes, codes: torch.Tensor) -> d
     return results
 
 
+@torch.no_grad()
+def measure_control(backbone, mapping, attributes, codes: torch.Tensor) -> dict:
+    """3DMM control through a trained stage-1 mapper: the target coefficients are each code's own
+    (regressor) with the attribute changed by the table's amount (towards the middle of its range);
+    ``{attribute: {"amount", "true_over_requested", "positive", "id_gt", "leak", "reg_over_requested"}}``
+    (ground truth unless named ``reg``)."""
+    from ipsb.editing.measure import coefficients_of
+
+    gen, groups = backbone.generator, backbone.face_model.coeff_groups
+    half = gen.coeff_scale
+    ident = [i for g in ("id", "tex") for i in range(*groups[g])]
+    attr_rows = [i for g in ("exp", "angle", "trans", "gamma") for i in range(*groups[g]) if float(half[i]) > 0]
+    true0 = gen.coefficients(codes)
+    reg0 = coefficients_of(backbone, codes)
+    out = {}
+    for attr in attributes:
+        a0, _ = groups[attr.group]
+        target = a0 + list(attr.weights).index(1.0)
+        amount = FRACTIONS[MAIN] * float(attr.scale * half[target])
+        center = float(attr.read(gen.coeff_center[None], groups)[0])
+        side = -torch.sign(attr.read(true0, groups) - center)
+        side[side == 0] = 1.0
+        coeff_t = reg0 + attr.to_coefficients(side * amount, groups, reg0.shape[1])
+        w1 = torch.cat([mapping.edit(w, cs, ct) for w, cs, ct in zip(codes.split(16), reg0.split(16),
+                                                                      coeff_t.split(16))])
+        true1, reg1 = gen.coefficients(w1), coefficients_of(backbone, w1)
+        d = true1 - true0
+        change = attr.read(true1, groups) - attr.read(true0, groups)
+        others = [i for i in attr_rows if i != target]
+        own = (d[:, target] / half[target]).abs()
+        out[attr.name] = {
+            "amount": amount, "true_over_requested": float((change * side).mean() / amount),
+            "positive": float(((change * side) > 0).float().mean()),
+            "id_gt": float(d[:, ident].norm(dim=1).mean()),
+            "leak": float(((d[:, others] / half[others]).norm(dim=1) / own.clamp_min(1e-9)).median()),
+            "reg_over_requested": float(((attr.read(reg1, groups) - attr.read(reg0, groups)) * side).mean() / amount)}
+    return out
+
+
+def control_table(control: dict) -> str:
+    lines = ["| attribute (requested change) | true / requested | in the requested direction | id_gt | "
+             "leak (median) | regressor / requested |", "|---|---|---|---|---|---|"]
+    for name, r in control.items():
+        lines.append(f"| {name} ({r['amount']:.3g}) | {r['true_over_requested']:.2f} | {100 * r['positive']:.0f}% | "
+                     f"{r['id_gt']:.3f} | {r['leak']:.2f} | {r['reg_over_requested']:.2f} |")
+    return "\n".join(lines)
+
+
 def table(results: dict, attributes) -> str:
     """Markdown table at the main amount, with drift ratios to the named baseline."""
     head = ("| attribute (change) | method | reached | step | id_gt | id_gt / " + BASELINE
@@ -265,6 +318,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="outputs/benchmarks/editing")
     p.add_argument("--plot", default=None, help="also write the plot here")
+    p.add_argument("--mapping", default=None,
+                   help="also measure 3DMM control (--set) through this stage-1 checkpoint on the same codes")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 6 codes, a 4-sample basis, 300 SVM / 2000 PCA samples (numbers not meaningful)")
     args = p.parse_args(argv)
@@ -291,6 +346,14 @@ def main(argv=None) -> int:
     codes = backbone.sample_wplus(args.codes, seed=4242, truncation_psi=0.7)  # held out
     results = measure_edits(backbone, methods, attributes, codes)
     text = table(results, attributes)
+    control = None
+    if args.mapping:
+        from ipsb.stages.mapping_module import load_mapping_stage
+
+        mapping = load_mapping_stage(args.mapping, backbone).eval()
+        control = measure_control(backbone, mapping, attributes, codes)
+        text += (f"\n\n3DMM control through the stage-1 mapper {args.mapping} (the same codes, the same amounts):\n\n"
+                 + control_table(control))
     seconds = time.time() - t0
     header = (f"Toy-world editing: {args.codes} held-out codes; change found by bisection on the ground truth; "
               f"table at {FRACTIONS[MAIN]} of each attribute's half-range; basis {source}; {seconds:.0f} s")
@@ -298,7 +361,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(header + "\n\n" + text + "\n")
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results, "seconds": seconds}, indent=1))
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results, "control": control,
+                                                  "seconds": seconds}, indent=1))
     for target in [out / "editing_drift.png"] + ([Path(args.plot)] if args.plot else []):
         print(f"plot: {plot(results, attributes, target)}")
     return 0
