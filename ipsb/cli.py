@@ -1,7 +1,8 @@
 """The ``ipsb`` command: LightningCLI (``fit|validate|test|predict``) plus ipsb's own subcommands.
 
 Lightning subcommands take ``--config lightning_configs/...yaml``; model and data are given as
-``class_path``/``init_args`` (``subclass_mode``), so any LightningModule/DataModule can be selected.
+``class_path``/``init_args`` (``subclass_mode``), so any LightningModule/DataModule can be selected
+(:mod:`ipsb.lightning_cli`: allowlisted building, path rule, resume).
 Extra subcommands (``demo``, ``swap``, ``toy-report``, ...) are registered in :data:`EXTRA_COMMANDS`
 as ``"module:function"``; the function receives the remaining argv and returns an exit code.
 """
@@ -21,21 +22,6 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-
-
-def _lightning_cli(args: Optional[Sequence[str]]):
-    from lightning.pytorch import LightningDataModule, LightningModule
-    from lightning.pytorch.cli import LightningCLI
-
-    class IpsbCLI(LightningCLI):
-        """LightningCLI with subclass mode for model and data; keeps each run's config."""
-
-    return IpsbCLI(
-        LightningModule, LightningDataModule,
-        subclass_mode_model=True, subclass_mode_data=True,
-        save_config_kwargs={"overwrite": False},
-        args=None if args is None else list(args),
-    )
 
 
 def _print_help() -> None:
@@ -59,7 +45,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[0] in EXTRA_COMMANDS:
         module, func = EXTRA_COMMANDS[argv[0]][0].split(":")
         return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
-    _lightning_cli(None if from_sys else argv)
+    from ipsb.lightning_cli import ExistingRunError, run
+
+    try:
+        run(None if from_sys else argv)
+    except ExistingRunError as e:
+        print(f"ipsb {argv[0]}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -8,7 +8,7 @@
    :class:`ipsb.swap.FaceSwapper` and writes ``grid.png``: one row per pair, five columns
    source | target | stage 1 | stage 2 | final;
 3. runs the FF++ harness (:class:`ipsb.eval.evaluator.EvaluationModule`) on the synthetic toy FF++
-   tree (:mod:`ipsb.eval.toy_ffpp`): the ipsb swapper (inverting each aligned frame by optimisation)
+   tree (:mod:`ipsb.data.toy_ffpp`): the ipsb swapper (inverting each aligned frame by optimisation)
    next to the toy manipulation's own videos, and writes ``ffpp_toy.md`` / ``ffpp_toy.json``;
 4. prints where everything is.
 
@@ -75,19 +75,23 @@ def _stage_config(name: str) -> dict:
 def _fit(name: str, backbone, model_args: dict, data_args: dict, max_steps: Optional[int], ckpt: Optional[Path],
          log) -> object:
     """Build stage ``name`` from its toy config (+ overrides) and train it; save ``ckpt`` if given."""
-    from lightning.pytorch import Trainer, seed_everything
+    from lightning.pytorch import LightningDataModule, LightningModule, Trainer, seed_everything
 
-    from ipsb.backbone.bundle import instantiate
+    from ipsb.config_objects import build
 
     cfg = _stage_config(name)
     seed_everything(int(cfg.get("seed_everything", 0)), verbose=False)
     margs = {k: v for k, v in dict(cfg["model"].get("init_args") or {}).items() if k != "backbone"}
-    model = instantiate({"class_path": cfg["model"]["class_path"],
-                         "init_args": {**margs, **model_args, "backbone": backbone}})
-    data = instantiate({"class_path": cfg["data"]["class_path"],
-                        "init_args": {**dict(cfg["data"].get("init_args") or {}), **data_args}})
+    model = build({"class_path": cfg["model"]["class_path"],
+                   "init_args": {**margs, **model_args, "backbone": backbone}}, LightningModule, f"{name} stage")
+    data = build({"class_path": cfg["data"]["class_path"],
+                  "init_args": {**dict(cfg["data"].get("init_args") or {}), **data_args}},
+                 LightningDataModule, f"{name} data")
     limits = {"max_epochs": 1} if max_steps is None else {"max_steps": max_steps, "max_epochs": -1}
+    from ipsb.checkpoint_io import AtomicCheckpointIO
+
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      plugins=[AtomicCheckpointIO()],
                       enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                       num_sanity_val_steps=0, **limits)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -121,7 +125,7 @@ def run_demo(out: str | Path = "outputs/demo", overwrite: bool = False, fast: bo
     from ipsb.eval.methods import IpsbSwapper
     from ipsb.eval.networks import MetricNetworks
     from ipsb.eval.table import check_writable
-    from ipsb.eval.toy_ffpp import ToyFFPPDataModule
+    from ipsb.data.toy_ffpp import ToyFFPPDataModule
     from ipsb.swap import FaceSwapper, swap_pairs
 
     t_start = time.perf_counter()

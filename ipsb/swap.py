@@ -32,10 +32,12 @@ from torch import nn
 
 from ipsb.backbone.bundle import FaceBackbone
 from ipsb.data import ffhq_alignment as fa
-from ipsb.data.align import FaceAligner, NoFaceError, image_to_tensor, to_rgb_uint8
+from ipsb.data.align import FaceAligner, NoFaceError
+from ipsb.data.image_reader import image_to_tensor, load_rgb, to_rgb_uint8
 from ipsb.nets.face_mask import FaceRegionMask
 from ipsb.nets.msft import MSFT
-from ipsb.stages.blend_module import BlendModule, StageTwoSwap, load_detail_stage
+from ipsb.stages.blend_module import BlendModule
+from ipsb.stages.detail_module import StageTwoSwap, load_detail_stage
 
 INVERSIONS = ("auto", "encoder", "optimize")
 
@@ -107,7 +109,7 @@ class FaceSwapper(nn.Module):
 
     Args:
         backbone: the frozen :class:`FaceBackbone` the stages were trained with.
-        stage2: frozen stages 1+2 (:class:`~ipsb.stages.blend_module.StageTwoSwap`).
+        stage2: frozen stages 1+2 (:class:`~ipsb.stages.detail_module.StageTwoSwap`).
         msft: the trained stage-3 :class:`MSFT` (None: no blending, the final image is stage 2's).
         face_mask: :class:`FaceRegionMask` for stage 3 and pasting.
         aligner: a :class:`FaceAligner` (default: FFHQ crop at ``align_size``).
@@ -154,25 +156,27 @@ class FaceSwapper(nn.Module):
         ``blend_ckpt=None`` skips stage 3. A stage-3 checkpoint also stores the stage-1/2 weights it
         was trained with, and those are used (the stage-1/2 files then only give the architecture).
         The backbone's checkpoint files must be those the stages were trained with (sha256, else
-        ValueError naming the file). kwargs go to the constructor.
+        ValueError naming the file). A missing, unreadable or wrong-kind checkpoint is named in one
+        line (:func:`ipsb.checkpoints.load_stage_checkpoint`). kwargs go to the constructor.
         """
+        from ipsb.checkpoints import load_stage_checkpoint, read_stage_checkpoint
+        from ipsb.stages.detail_module import DetailModule
+        from ipsb.stages.mapping_module import MappingModule
+
+        roles = {"mapping": "the mapping checkpoint (--mapping)", "detail": "the detail checkpoint (--detail)",
+                 "blend": "the blend checkpoint (--blend)"}
+        for path, stage, role in ((mapping_ckpt, MappingModule, roles["mapping"]),
+                                  (detail_ckpt, DetailModule, roles["detail"]),
+                                  (blend_ckpt, BlendModule, roles["blend"])):
+            if path is not None:          # every file checked (kind included) before anything is built
+                read_stage_checkpoint(path, stage, role)
         if not isinstance(backbone, FaceBackbone):
             backbone = FaceBackbone.from_config(backbone)
         if blend_ckpt is None:
-            stage2 = load_detail_stage(str(detail_ckpt), backbone, str(mapping_ckpt))
+            stage2 = load_detail_stage(str(detail_ckpt), backbone, str(mapping_ckpt), roles["detail"])
             return cls(backbone, stage2, None, **kwargs)
-        from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError
-
-        if not Path(blend_ckpt).is_file():
-            raise MissingCheckpointError(f"stage-3 checkpoint '{blend_ckpt}' not found; train one with "
-                                         f"`ipsb fit --config lightning_configs/toy/blend.yaml` (or blend.yaml)")
-        try:
-            blend = BlendModule.load_from_checkpoint(str(blend_ckpt), map_location="cpu", backbone=backbone,
-                                                     detail_checkpoint=str(detail_ckpt),
-                                                     mapping_checkpoint=str(mapping_ckpt))
-        except (KeyError, TypeError, RuntimeError) as e:
-            raise CorruptCheckpointError(f"'{blend_ckpt}' is not a readable BlendModule checkpoint: "
-                                         f"{type(e).__name__}: {e}") from e
+        blend = load_stage_checkpoint(blend_ckpt, BlendModule, roles["blend"], backbone=backbone,
+                                      detail_checkpoint=str(detail_ckpt), mapping_checkpoint=str(mapping_ckpt))
         kwargs.setdefault("noise_mode", blend.noise_mode)
         return cls(backbone, blend.stage2, blend.msft, blend.face_mask, **kwargs)
 
@@ -325,22 +329,6 @@ class FaceSwapper(nn.Module):
         if float((lms - prev).norm(dim=1).mean()) > 0.1 * size:
             return lms
         return self.smooth_landmarks * prev + (1 - self.smooth_landmarks) * lms
-
-
-def load_rgb(image) -> np.ndarray:
-    """A path (any format PIL reads) or an image array -> uint8 RGB ``[H,W,3]``."""
-    if isinstance(image, (str, os.PathLike)):
-        from PIL import Image
-
-        p = Path(image)
-        if not p.is_file():
-            raise ValueError(f"image file '{p}' not found")
-        try:
-            with Image.open(p) as im:
-                return to_rgb_uint8(np.asarray(im.convert("RGB")))
-        except OSError as e:
-            raise ValueError(f"cannot read image '{p}': {e}") from e
-    return to_rgb_uint8(image)
 
 
 @torch.no_grad()

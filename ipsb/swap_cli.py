@@ -7,8 +7,9 @@
 The stages come from their checkpoints (``--mapping``, ``--detail``, ``--blend``; defaults: the toy
 world's training outputs under ``outputs/toy/``) and the backbone from ``--backbone`` (a YAML of
 ``lightning_configs/backbone/``). An existing output is never overwritten unless ``--overwrite``;
-in batch mode every output is checked before anything is written. Video frames without a face are
-copied unchanged and counted. Exit code 0 on success, 1 on an error (message on stderr).
+in batch mode every output is checked before anything is written, and two inputs that would write
+one output (``a.png`` and ``a.jpg`` -> ``a.png``) are refused, naming both. Video frames without a
+face are copied unchanged and counted. Exit code 0 on success, 1 on an error (message on stderr).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
+
+from ipsb.data.output_plan import check_distinct_outputs
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
@@ -48,14 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def plan(target: Path, out: Path) -> list[tuple[Path, Path]]:
-    """(input, output) jobs: one for a file, one per image/video in a folder (sorted)."""
+    """(input, output) jobs: one for a file, one per image/video in a folder (sorted); ValueError when
+    two inputs of the folder would write one output."""
     if target.is_dir():
         if out.exists() and not out.is_dir():
             raise ValueError(f"--target is a folder, so --out must be a folder; '{out}' is a file")
         files = sorted(f for f in target.iterdir() if f.suffix.lower() in IMAGE_EXTS + VIDEO_EXTS)
         if not files:
             raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) or videos ({', '.join(VIDEO_EXTS)}) in '{target}'")
-        return [(f, out / (f.stem + (".mp4" if f.suffix.lower() in VIDEO_EXTS else ".png"))) for f in files]
+        jobs = [(f, out / (f.stem + (".mp4" if f.suffix.lower() in VIDEO_EXTS else ".png"))) for f in files]
+        check_distinct_outputs(jobs)  # a.png and a.jpg would both write out/a.png
+        return jobs
     if not target.is_file():
         raise ValueError(f"--target '{target}' does not exist")
     kind = target.suffix.lower()

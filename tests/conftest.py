@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.standin_checkpoints import standin_backbone, standin_checkpoints  # noqa: F401  (session fixtures)
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 os.environ.setdefault("WANDB_MODE", "offline")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from jsonargparse import ArgumentParser
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 
 from ipsb.backbone.bundle import FaceBackbone
@@ -25,6 +25,13 @@ class ParseOnlyCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         pass
+
+
+class PredictParseOnlyCLI(ParseOnlyCLI):
+    """The same with the options ``ipsb predict`` adds (``Trainer.predict``'s, e.g. ``return_predictions``)."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_method_arguments(Trainer, "predict", skip=set(LightningCLI.subcommands()["predict"]))
 
 
 def _is_backbone(path: Path) -> bool:
@@ -44,9 +51,10 @@ def test_config_parses(path):
         cfg = parser.parse_object({"backbone": yaml.safe_load(path.read_text())})
         assert cfg.backbone.class_path.endswith("FaceBackbone")
         return
-    cli = ParseOnlyCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                       run=False, args=["--config", str(path)], parser_kwargs={"exit_on_error": False},
-                       save_config_callback=None)
-    assert cli.config.model.class_path and cli.config.data.class_path
     raw = yaml.safe_load(path.read_text())
+    cli_class = PredictParseOnlyCLI if "return_predictions" in raw else ParseOnlyCLI
+    cli = cli_class(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                    run=False, args=["--config", str(path)], parser_kwargs={"exit_on_error": False},
+                    save_config_callback=None)
+    assert cli.config.model.class_path and cli.config.data.class_path
     assert cli.config.model.class_path == raw["model"]["class_path"]

@@ -10,97 +10,51 @@ Frozen for good: every parameter has ``requires_grad=False`` and :meth:`train` a
 bundle in eval mode, so a LightningModule's ``.train()`` cannot switch on dropout/normalisation
 updates. It moves with its parent module (``.to(device)``) like any sub-module.
 
+Built from config: :meth:`from_config` checks the whole config (allowlisted class paths, argument
+names and types; :mod:`ipsb.config_objects`), then builds the components -- all of them, or only
+those a stage declares it uses (the rest stay configured but unbuilt, named in :attr:`unbuilt`) --
+and keeps the full config in :attr:`config` so a stage checkpoint can rebuild the bundle.
+
 Provenance: a component that loaded files records them in ``checkpoint_path`` (a path or a list of
 paths); :meth:`checkpoint_files` collects them and :meth:`file_hashes` gives their sha256, which
-stage checkpoints store instead of the backbone's tensors. :meth:`from_config` builds the bundle from
-a config dict or YAML file and keeps that config in :attr:`config` so a stage checkpoint can rebuild it.
+stage checkpoints store instead of the backbone's tensors.
 """
 from __future__ import annotations
 
-import importlib
+import copy
 import inspect
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ipsb.backbone.interfaces import (CoeffRegressor, FaceMasker, FaceModel, Generator, IdentityEncoder,
                                       PoseEstimator, RenderOutput, Renderer, freeze)
-from ipsb.checkpoints import MissingCheckpointError, sha256_file
+from ipsb.checkpoints import sha256_file
+from ipsb.config_objects import ConfigBuildError, build_components, read_mapping, resolve_class, validate
 
 COMPONENTS = ("generator", "face_model", "renderer", "regressor", "identity", "perceptual", "encoder",
               "masker", "pose")
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def _import(path: str):
-    module, _, name = path.rpartition(".")
-    if not module:
-        raise ValueError(f"class_path must be a dotted path like 'pkg.module.Class', got {path!r}")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"cannot import class_path {path!r}: {e}") from e
-
-
-def instantiate(spec: Any) -> Any:
-    """Build ``{"class_path": ..., "init_args": {...}}`` (nested specs inside init_args too).
-
-    ``class_path`` may name a class or a factory function (e.g. ``load_rosinality``). Anything that
-    is not such a dict is returned as it is.
-    """
-    if isinstance(spec, Mapping) and "class_path" in spec:
-        target = _import(spec["class_path"])
-        args = {k: instantiate(v) for k, v in dict(spec.get("init_args") or {}).items()}
-        return target(**args)
-    return spec
-
-
-def _plain(obj: Any) -> Any:
-    """Namespaces/Mappings -> plain dicts (jsonargparse configs included), recursively."""
-    if hasattr(obj, "as_dict"):
-        obj = obj.as_dict()
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items() if not str(k).startswith("__")}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, os.PathLike):
-        return str(obj)
-    return obj
-
-
-def read_mapping(config: Union[str, os.PathLike, Mapping], what: str) -> dict:
-    """A mapping, or the path of a YAML file holding one -> a plain dict (clear error otherwise)."""
-    if isinstance(config, (str, os.PathLike)):
-        import yaml
-
-        p = Path(config)
-        if not p.is_file():
-            raise ValueError(f"{what} file '{p}' not found")
-        config = yaml.safe_load(p.read_text())
-    config = _plain(config)
-    if not isinstance(config, dict):
-        raise ValueError(f"a {what} must be a mapping, got {type(config).__name__}")
-    return config
-
-
 def load_config(config: Union[str, os.PathLike, Mapping]) -> dict:
-    """A backbone config (dict or YAML path) -> ``{"class_path": ..., "init_args": {...}}``.
+    """A backbone config (dict or YAML path) -> plain ``{"class_path": ..., "init_args": {...}}``.
 
     Accepts the full form, a dict holding only the init args (components), or a path to a YAML file
-    holding either form.
+    holding either form. The class must be FaceBackbone or a subclass; unknown component names are
+    refused here, naming them. Nothing is built.
     """
     config = read_mapping(config, "backbone config")
     if "class_path" not in config:
         config = {"class_path": f"{FaceBackbone.__module__}.FaceBackbone", "init_args": config}
-    cls = _import(config["class_path"])
-    if not (inspect.isclass(cls) and issubclass(cls, FaceBackbone)):
-        raise ValueError(f"backbone class_path must name FaceBackbone or a subclass, got {config['class_path']!r}")
-    unknown = set(config.get("init_args") or {}) - set(inspect.signature(cls).parameters)
+    cls = resolve_class(config["class_path"], FaceBackbone, "backbone class_path")
+    config["init_args"] = dict(config.get("init_args") or {})
+    unknown = set(config["init_args"]) - set(inspect.signature(cls).parameters)
     if unknown:
-        raise ValueError(f"unknown backbone components {sorted(unknown)}; expected some of {list(COMPONENTS)}")
+        raise ConfigBuildError(f"unknown backbone components {sorted(unknown)}; expected some of {list(COMPONENTS)}")
     return config
 
 
@@ -123,35 +77,41 @@ def _recorded_files(comp: Optional[nn.Module]) -> list[str]:
 class FaceBackbone(nn.Module):
     """The frozen shared networks (see module docstring) plus the helpers the stages need."""
 
-    def __init__(self, generator: Generator, face_model: FaceModel, renderer: Renderer,
-                 regressor: CoeffRegressor, identity: IdentityEncoder, perceptual: Optional[nn.Module] = None,
+    def __init__(self, generator: Optional[Generator] = None, face_model: Optional[FaceModel] = None,
+                 renderer: Optional[Renderer] = None, regressor: Optional[CoeffRegressor] = None,
+                 identity: Optional[IdentityEncoder] = None, perceptual: Optional[nn.Module] = None,
                  encoder: Optional[nn.Module] = None, masker: Optional[FaceMasker] = None,
                  pose: Optional[PoseEstimator] = None):
         super().__init__()
+        if generator is None:
+            raise ValueError("a FaceBackbone needs a generator")
         for name, value in zip(COMPONENTS, (generator, face_model, renderer, regressor, identity, perceptual,
                                              encoder, masker, pose)):
             if value is not None and not isinstance(value, nn.Module):
                 raise ValueError(f"backbone component {name!r} must be an nn.Module, got {type(value).__name__}")
             setattr(self, name, value)
-        #: the config this bundle was built from (set by :meth:`from_config`), else None
+        #: the full config this bundle was built from (set by :meth:`from_config`), else None
         self.config: Optional[dict] = None
+        #: components the config names but that were not built (see ``from_config(components=...)``)
+        self.unbuilt: tuple[str, ...] = ()
         freeze(self)
 
     @classmethod
-    def from_config(cls, config: Union[str, os.PathLike, Mapping]) -> "FaceBackbone":
-        """Build from a config dict / YAML path (see :func:`load_config`); keeps it in ``.config``."""
+    def from_config(cls, config: Union[str, os.PathLike, Mapping],
+                    components: Optional[Sequence[str]] = None) -> "FaceBackbone":
+        """Build from a config dict / YAML path (see :func:`load_config`); keeps it in ``.config``.
+
+        ``components``: build only these (e.g. the ones a stage uses); the others stay in the config
+        (and so in a stage checkpoint's record) but are not built and need not have their files.
+        Every missing checkpoint file of the built components is named in one MissingCheckpointError.
+        """
         config = load_config(config)
-        target = _import(config["class_path"])
-        built, missing = {}, []
-        for name, spec in dict(config.get("init_args") or {}).items():
-            try:
-                built[name] = instantiate(spec)
-            except MissingCheckpointError as e:   # collect them all, so one error names every file
-                missing.append(f"[{name}] {e}")
-        if missing:
-            raise MissingCheckpointError("cannot build the backbone, checkpoint files missing:\n  " + "\n  ".join(missing))
-        backbone = target(**built)
-        backbone.config = config
+        target = resolve_class(config["class_path"], FaceBackbone, "backbone class_path")
+        validate(config, FaceBackbone, "backbone config")          # every entry, built or not
+        specs = config["init_args"]
+        backbone = target(**build_components(specs, target, "backbone", components))
+        backbone.config = copy.deepcopy(config)
+        backbone.unbuilt = tuple(n for n, spec in specs.items() if spec is not None and getattr(backbone, n) is None)
         return backbone
 
     # --------------------------------------------------------------- frozen-ness
@@ -160,10 +120,11 @@ class FaceBackbone(nn.Module):
         return super().train(False)
 
     # --------------------------------------------------------------- provenance
-    def checkpoint_files(self) -> dict[str, str]:
-        """``{component: path}`` of every file a component loaded (``name.1`` ... for several)."""
+    def checkpoint_files(self, components: Optional[Sequence[str]] = None) -> dict[str, str]:
+        """``{component: path}`` of every file a component loaded (``name.1`` ... for several);
+        ``components``: only those components' files."""
         out = {}
-        for name in COMPONENTS:
+        for name in COMPONENTS if components is None else [c for c in COMPONENTS if c in components]:
             paths = _recorded_files(getattr(self, name))
             if not paths:
                 continue
@@ -171,10 +132,10 @@ class FaceBackbone(nn.Module):
                 out[name if i == 0 else f"{name}.{i}"] = str(p)
         return out
 
-    def file_hashes(self) -> dict[str, str]:
+    def file_hashes(self, components: Optional[Sequence[str]] = None) -> dict[str, str]:
         """``{file name: sha256}`` of every file in :meth:`checkpoint_files` (cached by size/mtime)."""
         out = {}
-        for path in self.checkpoint_files().values():
+        for path in self.checkpoint_files(components).values():
             st = os.stat(path)
             key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
             if key not in _HASH_CACHE:
@@ -200,6 +161,9 @@ class FaceBackbone(nn.Module):
     def _need(self, name: str) -> nn.Module:
         comp = getattr(self, name)
         if comp is None:
+            if name in self.unbuilt:
+                raise ValueError(f"this FaceBackbone was built without its {name!r} component (the stage that "
+                                 f"built it does not use it)")
             raise ValueError(f"this FaceBackbone has no {name!r} component; add it to the backbone config")
         return comp
 

@@ -197,6 +197,7 @@ def load_e4e(path_or_name: str | os.PathLike = "e4e_ffhq_encode.pt") -> Encoder4
         warnings.warn(f"'{path}' has no latent_avg; encode() needs one (set_latent_avg)")
     else:
         enc.set_latent_avg(latent_avg)
+    enc.checkpoint_path = str(path)   # provenance: FaceBackbone.file_hashes() hashes it
     return freeze(enc)
 
 

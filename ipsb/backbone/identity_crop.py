@@ -7,6 +7,10 @@ two with a fixed box: average-pool to 256, crop rows 35..222 and columns 32..219
 ``box=None`` means the caller already supplies the network's input size (e.g. a 5-point arcface
 alignment). Adaptive average pooling (not bilinear) is kept because it is what pSp/e4e do, it is
 exact for the integer ratio 1024->256, and it works with ``torch.func`` transforms.
+
+``crop='resize'`` is the FF++ evaluation code of ReliableSwap (``inference/ffplus/eval.py``): the
+whole frame, no face box, resized to the network input with ``F.interpolate(..., mode="bilinear",
+align_corners=True)``, exactly the call that code makes (docs/evaluation.md).
 """
 from __future__ import annotations
 
@@ -38,16 +42,22 @@ class FaceCrop:
 
     ``box`` = (top, bottom, left, right) in pixels of a ``reference``-sized square; the input is first
     average-pooled to ``reference`` x ``reference`` (it must be square). With ``box=None`` the input
-    must already be ``out_size``.
+    must already be ``out_size``. ``resize=True``: no box, the whole image is resized to ``out_size``
+    (bilinear, ``align_corners=True``).
     """
 
     out_size: tuple[int, int] = (112, 112)
     box: Optional[tuple[int, int, int, int]] = PSP_BOX_256
     reference: int = 256
+    resize: bool = False
 
     def __call__(self, image: torch.Tensor, who: str = "identity network") -> torch.Tensor:
         check_image(image, who)
         h, w = image.shape[-2:]
+        if self.resize:
+            if (h, w) == tuple(self.out_size):
+                return image
+            return F.interpolate(image, size=tuple(self.out_size), mode="bilinear", align_corners=True)
         if self.box is None:
             if (h, w) != tuple(self.out_size):
                 raise ValueError(
@@ -66,10 +76,16 @@ class FaceCrop:
         return image
 
 
+CROP_MODES = ("ffhq", "none", "resize")
+
+
 def make_crop(crop: str, out_size: tuple[int, int], ffhq_box: tuple[int, int, int, int]) -> FaceCrop:
-    """``crop='ffhq'`` -> box crop of an FFHQ-aligned square; ``'none'`` -> input already ``out_size``."""
+    """``crop='ffhq'`` -> box crop of an FFHQ-aligned square; ``'none'`` -> input already ``out_size``;
+    ``'resize'`` -> the whole image resized to ``out_size`` (bilinear, ``align_corners=True``)."""
     if crop == "ffhq":
         return FaceCrop(out_size=out_size, box=ffhq_box)
     if crop == "none":
         return FaceCrop(out_size=out_size, box=None)
-    raise ValueError(f"crop must be 'ffhq' or 'none', got {crop!r}")
+    if crop == "resize":
+        return FaceCrop(out_size=out_size, box=None, resize=True)
+    raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")

@@ -5,8 +5,9 @@ heads, which ship inside the ``lpips`` package, are read from :func:`linear_head
 corrupt file -> a clear error), and the ImageNet backbone (AlexNet / VGG16 / SqueezeNet from
 torchvision) is built randomly (``pnet_rand=True`` inside lpips) and its weights are then loaded
 from a file found in
-this order: ``backbone_weights`` (a path or a name resolved in ``checkpoints/``), the torch hub
-cache (``torch.hub.get_dir()/checkpoints/<torchvision file name>``), ``checkpoints/<that name>``.
+this order: ``backbone_weights`` (a path or a name resolved in ``checkpoints/``), the checkpoint
+folders (``checkpoints/<torchvision file name>``, a registry entry), then the torch hub cache
+(``torch.hub.get_dir()/checkpoints/<that name>``, where torchvision keeps files it downloaded).
 None found -> :class:`MissingCheckpointError` naming the file. ``pnet_rand=True`` keeps the random
 backbone (toy world and tests; seed torch first for determinism).
 """
@@ -32,15 +33,15 @@ def find_backbone_weights(net: str, backbone_weights: Optional[str] = None) -> P
     if backbone_weights is not None:
         return resolve_checkpoint(backbone_weights)
     name = TORCHVISION_FILES[net]
-    hub = Path(torch.hub.get_dir()) / "checkpoints" / name
-    if hub.is_file():
-        return hub
     try:
         return resolve_checkpoint(name)
     except MissingCheckpointError as e:
+        hub = Path(torch.hub.get_dir()) / "checkpoints" / name
+        if hub.is_file():
+            return hub
         raise MissingCheckpointError(
             f"LPIPS needs torchvision's ImageNet {net} weights '{name}' (not downloaded by ipsb): put it in "
-            f"{hub.parent} or in checkpoints/, or pass backbone_weights=<path>. {e}") from e
+            f"checkpoints/ (or torchvision's cache {hub.parent}), or pass backbone_weights=<path>. {e}") from e
 
 
 def linear_heads_path(net: str) -> Path:

@@ -5,9 +5,14 @@ torchvision's blocks rather than re-typing them) with a fixed ``AvgPool2d(7)`` a
 heads ``fc_yaw``, ``fc_pitch``, ``fc_roll`` (plus the unused ``fc_finetune`` kept for strict loading).
 Bins are 3 degrees wide from -99; degrees are the softmax expectation ``sum(p * arange(66)) * 3 - 99``.
 
-Preprocessing (the reference test scripts): RGB face crop in [0,1] -> resize the shorter side to 224
-(bilinear, antialiased like PIL) -> centre crop 224 -> ImageNet mean/std. Our input is
-``[B,3,H,W]`` in [-1,1]; :meth:`HopeNet.preprocess` does the rest.
+Preprocessing (``preprocessing="imagenet224"``, the reference test scripts): RGB face crop in
+[0,1] -> resize the shorter side to 224 (bilinear, antialiased like PIL) -> centre crop 224 ->
+ImageNet mean/std. Our input is ``[B,3,H,W]`` in [-1,1]; :meth:`HopeNet.preprocess` does the rest.
+
+``preprocessing="reliableswap"`` is what ReliableSwap's FF++ evaluation code feeds HopeNet: the
+[-1,1] image goes through the ImageNet mean/std as it is (no [0,1] mapping) and is not resized, so a
+256 px frame leaves an 8x8 ``layer4`` map of which the fixed ``AvgPool2d(7)`` averages the top-left
+7x7 cells (docs/evaluation.md).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ BIN_OFFSET = -99.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_SIZE = 224
+PREPROCESSING = ("imagenet224", "reliableswap")
 
 
 def bins_to_degrees(logits: torch.Tensor) -> torch.Tensor:
@@ -54,10 +60,17 @@ def resize_shorter_center_crop(image: torch.Tensor, size: int = INPUT_SIZE) -> t
 
 
 class HopeNet(PoseEstimator):
-    """HopeNet ResNet-50. ``forward(image [B,3,H,W] in [-1,1])`` -> ``[B,3]`` (yaw, pitch, roll) degrees."""
+    """HopeNet ResNet-50. ``forward(image [B,3,H,W] in [-1,1])`` -> ``[B,3]`` (yaw, pitch, roll) degrees.
 
-    def __init__(self, num_bins: int = NUM_BINS):
+    ``preprocessing``: ``"imagenet224"`` (HopeNet's own: [0,1], 224 px, ImageNet mean/std) or
+    ``"reliableswap"`` (ImageNet mean/std on the [-1,1] image, no resize; see the module docstring).
+    """
+
+    def __init__(self, num_bins: int = NUM_BINS, preprocessing: str = "imagenet224"):
         super().__init__()
+        if preprocessing not in PREPROCESSING:
+            raise ValueError(f"HopeNet preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
+        self.preprocessing = preprocessing
         trunk = resnet50(weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4
@@ -70,13 +83,19 @@ class HopeNet(PoseEstimator):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
-        """Face crop ``[B,3,H,W]`` in [-1,1] -> ImageNet-normalised ``[B,3,224,224]``."""
+        """Face crop ``[B,3,H,W]`` in [-1,1] -> ImageNet-normalised ``[B,3,224,224]`` (``[B,3,H,W]``
+        unchanged in size with ``preprocessing="reliableswap"``)."""
         check_image(image, "HopeNet")
+        if self.preprocessing == "reliableswap":
+            return (image - self.mean) / self.std
         x = resize_shorter_center_crop((image + 1) / 2, INPUT_SIZE)
         return (x - self.mean) / self.std
 
     def network_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normalised input ``[B,3,224,224]`` -> (yaw, pitch, roll) logits, each ``[B,66]`` (the reference forward)."""
+        """Normalised input ``[B,3,224,224]`` -> (yaw, pitch, roll) logits, each ``[B,66]`` (the reference forward).
+
+        ``AvgPool2d(7)`` is fixed: larger inputs pool only the top-left 7x7 cells of ``layer4``, as the
+        reference does."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = torch.flatten(self.avgpool(x), 1)
@@ -91,9 +110,12 @@ class HopeNet(PoseEstimator):
         return bins_to_degrees(self.logits(image))
 
 
-def load_hopenet(checkpoint: CheckpointSource = "hopenet_robust_alpha1.pkl") -> HopeNet:
+def load_hopenet(checkpoint: CheckpointSource = "hopenet_robust_alpha1.pkl",
+                 preprocessing: str = "imagenet224") -> HopeNet:
     """Frozen HopeNet with the official snapshot (or a path / state dict) loaded strictly.
 
-    The snapshot predates ``num_batches_tracked``; its absence is accepted.
+    The snapshot predates ``num_batches_tracked``; its absence is accepted. ``preprocessing``: see
+    :class:`HopeNet`.
     """
-    return freeze(load_checkpoint_into(HopeNet(), checkpoint, "HopeNet head pose (hopenet_robust_alpha1.pkl)"))
+    return freeze(load_checkpoint_into(HopeNet(preprocessing=preprocessing), checkpoint,
+                                       "HopeNet head pose (hopenet_robust_alpha1.pkl)"))

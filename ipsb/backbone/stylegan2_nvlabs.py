@@ -321,6 +321,8 @@ def load_nvlabs_pkl(path_or_name: str | os.PathLike = "ffhq.pkl", use_conv_clamp
                                      f"got {syn.get('architecture')} / {kwargs.get('img_channels')} channels")
     clamp = syn.get("conv_clamp") if use_conv_clamp else None
     try:
-        return from_nvlabs_state_dict(state, conv_clamp=clamp, what=f"'{path_or_name}' G_ema")
+        g = from_nvlabs_state_dict(state, conv_clamp=clamp, what=f"'{path_or_name}' G_ema")
     except ValueError as e:
         raise CorruptCheckpointError(f"'{path_or_name}' G_ema is not a StyleGAN2 generator: {e}") from e
+    g.checkpoint_path = str(resolve_checkpoint(path_or_name))   # provenance: FaceBackbone.file_hashes()
+    return g

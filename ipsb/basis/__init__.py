@@ -3,8 +3,7 @@
 ``jacobian`` (per-sample Jacobians in W+ with torch.func), ``probe`` (attribute + identity Jacobians
 of a backbone), ``accumulator`` (float64 Gram sums, DDP all-reduce), ``eigensolver`` (generalized
 eigenproblem, orthonormal union), ``solve`` (Grams -> Basis), ``lanczos`` (exact HVPs + Lanczos for
-distances that do not vanish at w0), ``layers`` (the W+ layer set), ``samples`` (which w0, sharded),
-``artifact`` (the saved :class:`Basis`).
+distances that do not vanish at w0), ``layers`` (the W+ layer set), ``artifact`` (the saved :class:`Basis`).
 """
 from ipsb.basis.artifact import Basis
 from ipsb.basis.layers import layer_mask

@@ -1,24 +1,42 @@
-"""FFHQ alignment math: the crop quad from 68 landmarks, the crop matrix, and kornia warps.
+"""FFHQ alignment: the crop quad from 68 landmarks, the recipe's crop, its matrix, and kornia warps.
 
-The quad is the FFHQ dataset's own recipe (``recreate_aligned_images`` of NVlabs/ffhq-dataset):
-eye centres = means of landmarks 36-41 and 42-47, mouth corners = 48 and 54;
-``x = eye_to_eye - rot90(eye_to_mouth)``, normalised and scaled to
-``max(2 |eye_to_eye|, 1.8 |eye_to_mouth|)``, ``y = rot90(x)``, centre ``c = eye_avg + 0.1 eye_to_mouth``;
-corners ``[c-x-y, c-x+y, c+x+y, c+x-y]`` = top-left, bottom-left, bottom-right, top-right of the crop.
+The crop is the FFHQ dataset's recipe (``recreate_aligned_images`` of NVlabs/ffhq-dataset), done with
+the same libraries (PIL, numpy, scipy) as the original:
+
+1. quad (:func:`ffhq_quad`): eye centres = means of landmarks 36-41 and 42-47, mouth corners = 48
+   and 54; ``x = eye_to_eye - rot90(eye_to_mouth)``, normalised and scaled to
+   ``max(2 |eye_to_eye|, 1.8 |eye_to_mouth|)``, ``y = rot90(x)``, centre
+   ``c = eye_avg + 0.1 eye_to_mouth``; corners ``[c-x-y, c-x+y, c+x+y, c+x-y]`` = top-left,
+   bottom-left, bottom-right, top-right of the crop; ``qsize = 2 |x|``;
+2. shrink: by the integer ``floor(qsize / output_size / 2)`` when it is > 1 (PIL Lanczos resize);
+3. crop to the quad's bounding box plus a border of ``max(round(0.1 qsize), 3)`` px;
+4. pad where the quad comes within 4 px of the image edge: reflect padding of at least
+   ``round(0.3 qsize)`` px, blurred (Gaussian, sigma ``0.02 qsize``) and blended toward the median
+   colour with distance from the image;
+5. quad transform (PIL ``QUAD``, bilinear) to ``transform_size`` pixels (supersampling);
+6. Lanczos resize to ``output_size``.
+
+After a pre-shrink the recipe places the quad at ``quad / shrink`` in the shrunk photo, which ignores
+that pixel centres sit at half-pixel offsets: the crop then shows the quad moved by about
+``(shrink - 1) / 2`` original pixels right and down. ipsb keeps that placement, so its crops equal
+the recipe's (placing the quad exactly instead moves a 4x-shrunk 256 crop by 0.12 px, which costs
+20 dB PSNR against the recipe on the test photo), and reports the quad the crop really shows, with an
+exact original -> crop matrix. ``transform_size`` is the recipe's 4096 here;
+:class:`ipsb.data.align.FaceAligner` defaults to 4 x the output side (``docs/data.md``).
 
 Coordinates are **pixel-index** coordinates (pixel centres at integers, as dlib landmarks and kornia
-with ``align_corners=True`` use). FFHQ samples with PIL's ``QUAD`` transform on ``quad + 0.5``, i.e.
-the quad corners land on the outer corners of the crop: ``(-0.5,-0.5)``, ``(-0.5,S-0.5)``,
-``(S-0.5,S-0.5)``, ``(S-0.5,-0.5)``. Since the quad is a rotated square this map is a similarity, so
-one affine warp (kornia ``warp_affine``) does it. FFHQ's 4096-px intermediate plus antialiased
-resize and its "shrink" pre-downscale are mirrored by ``transform_size`` and :func:`shrink_factor`.
+with ``align_corners=True`` use). The recipe samples with PIL's ``QUAD`` transform on ``quad + 0.5``,
+i.e. the quad corners land on the outer corners of the crop: ``(-0.5,-0.5)``, ``(-0.5,S-0.5)``,
+``(S-0.5,S-0.5)``, ``(S-0.5,-0.5)``. The quad is a rotated square, so original -> crop is a
+similarity (up to the pre-shrink's rounding of the image size): one ``[3,3]`` affine matrix, which :func:`warp` (kornia ``warp_affine``, differentiable) inverts
+to paste a processed crop back.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def ffhq_quad(landmarks68) -> torch.Tensor:
@@ -69,9 +87,95 @@ def resize_matrix(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> torch.Ten
     return torch.tensor([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]], dtype=torch.float64)
 
 
-def shrink_factor(quad: torch.Tensor, transform_size: int) -> int:
-    """FFHQ's pre-downscale: ``floor(qsize / transform_size * 0.5)`` (1 = none)."""
-    return max(1, int(math.floor(quad_side(quad) / transform_size * 0.5)))
+def shrink_factor(quad: torch.Tensor, output_size: int) -> int:
+    """The recipe's pre-shrink: the integer ``floor(qsize / output_size * 0.5)``; 1 = none."""
+    return max(1, int(math.floor(quad_side(quad) / output_size * 0.5)))
+
+
+def translation_matrix(dx: float, dy: float) -> torch.Tensor:
+    """``[3,3]`` float64 map ``(x, y) -> (x + dx, y + dy)``."""
+    return torch.tensor([[1, 0, dx], [0, 1, dy], [0, 0, 1]], dtype=torch.float64)
+
+
+def _blur_pad(rgb: np.ndarray, pad: tuple[int, int, int, int], qsize: float) -> np.ndarray:
+    """The recipe's padding of uint8 ``[H,W,3]`` by ``pad`` = (left, top, right, bottom) px: reflect,
+    blur toward the outside (sigma ``0.02 qsize``), blend toward the median colour; -> uint8."""
+    import scipy.ndimage
+
+    left, top, right, bottom = pad
+    img = np.pad(np.float32(rgb), ((top, bottom), (left, right), (0, 0)), "reflect")
+    h, w, _ = img.shape
+    y, x, _ = np.ogrid[:h, :w, :1]
+    # 1 at the outer edge, 0 where the original image starts, negative inside it
+    mask = np.maximum(1.0 - np.minimum(np.float32(x) / left, np.float32(w - 1 - x) / right),
+                      1.0 - np.minimum(np.float32(y) / top, np.float32(h - 1 - y) / bottom))
+    blur = qsize * 0.02
+    img += (scipy.ndimage.gaussian_filter(img, [blur, blur, 0]) - img) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
+    img += (np.median(img, axis=(0, 1)) - img) * np.clip(mask, 0.0, 1.0)
+    return np.uint8(np.clip(np.rint(img), 0, 255))
+
+
+def ffhq_crop(rgb: np.ndarray, quad: torch.Tensor, output_size: int, transform_size: int = 4096,
+              enable_padding: bool = True) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """The FFHQ recipe (module docstring): uint8 RGB ``[H,W,3]`` and quad ``[4,2]`` -> the crop.
+
+    Written here from the recipe's steps with PIL, numpy and scipy because ffhq-dataset is a download
+    script, not an importable library.
+
+    Args:
+        rgb: the photo, uint8 ``[H,W,3]``.
+        quad: :func:`ffhq_quad` of its landmarks (pixel-index coordinates).
+        output_size: side S of the crop.
+        transform_size: side of the supersampled quad transform (the recipe's 4096); values below
+            S are raised to S.
+        enable_padding: the recipe's blurred reflect padding (False: black outside the photo).
+
+    Returns ``(crop uint8 [S,S,3], matrix [3,3] float64, shown [4,2] float64)``: ``matrix`` maps
+    original pixel-index coordinates to crop ones, ``shown`` is the quad the crop shows (its corners
+    map to the crop's outer corners exactly): ``quad`` itself, or, after a pre-shrink, ``quad``
+    moved by the recipe's placement of the shrunk quad (about ``(shrink - 1) / 2`` px right and down).
+    """
+    from PIL import Image
+
+    s, t = int(output_size), max(int(transform_size), int(output_size))
+    quad = torch.as_tensor(quad, dtype=torch.float64)
+    img = Image.fromarray(np.ascontiguousarray(rgb))
+    h, w = rgb.shape[:2]
+    qsize = quad_side(quad)
+    to_work = torch.eye(3, dtype=torch.float64)  # original pixel-index coords -> working image's
+    q = quad.numpy()  # the quad in the working image
+    shrink = shrink_factor(quad, s)
+    if shrink > 1:
+        size = (max(1, int(np.rint(w / shrink))), max(1, int(np.rint(h / shrink))))
+        img = img.resize(size, Image.Resampling.LANCZOS)
+        to_work = resize_matrix((h, w), (size[1], size[0]))
+        q, qsize = q / shrink, qsize / shrink  # the recipe's placement (see the module docstring)
+        shown = apply_matrix(torch.linalg.inv(to_work), torch.from_numpy(q))
+    else:
+        shown = quad
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    lo, hi = np.floor(q.min(0)).astype(int), np.ceil(q.max(0)).astype(int)
+    crop = (max(lo[0] - border, 0), max(lo[1] - border, 0), min(hi[0] + border, img.width),
+            min(hi[1] + border, img.height))
+    if crop[2] <= crop[0] or crop[3] <= crop[1]:
+        raise ValueError(f"the face quad {quad.tolist()} lies outside the {w}x{h} image")
+    if crop[2] - crop[0] < img.width or crop[3] - crop[1] < img.height:
+        img = img.crop(crop)
+        to_work = translation_matrix(-crop[0], -crop[1]) @ to_work
+        q = q - crop[:2]
+    lo, hi = np.floor(q.min(0)).astype(int), np.ceil(q.max(0)).astype(int)
+    pad = (max(-lo[0] + border, 0), max(-lo[1] + border, 0), max(hi[0] - img.width + border, 0),
+           max(hi[1] - img.height + border, 0))
+    if enable_padding and max(pad) > border - 4:
+        pad = tuple(int(p) for p in np.maximum(pad, max(int(np.rint(qsize * 0.3)), 1)))
+        img = Image.fromarray(_blur_pad(np.asarray(img), pad, qsize))
+        to_work = translation_matrix(pad[0], pad[1]) @ to_work
+        q = q + pad[:2]
+    img = img.transform((t, t), Image.Transform.QUAD, tuple((q + 0.5).ravel().tolist()), Image.Resampling.BILINEAR)
+    if s < t:
+        img = img.resize((s, s), Image.Resampling.LANCZOS)
+    matrix = resize_matrix((t, t), (s, s)) @ quad_to_matrix(torch.from_numpy(q), t) @ to_work
+    return np.asarray(img), matrix, shown
 
 
 def warp(image: torch.Tensor, matrix: torch.Tensor, size: tuple[int, int], mode: str = "bilinear",
@@ -84,13 +188,6 @@ def warp(image: torch.Tensor, matrix: torch.Tensor, size: tuple[int, int], mode:
     if m.dim() == 2:
         m = m.expand(image.shape[0], 3, 3)
     return warp_affine(image, m[:, :2], dsize=tuple(size), mode=mode, padding_mode=padding_mode, align_corners=True)
-
-
-def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bilinear resize of ``[B,C,H,W]`` (pixel edges aligned, as :func:`resize_matrix`)."""
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    return F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
 
 
 def feather_mask(size: int, feather: float, dtype=torch.float32, device=None) -> torch.Tensor:

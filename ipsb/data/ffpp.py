@@ -25,11 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ipsb.data.align import NoFaceError, image_to_tensor
+from ipsb.data.align import Aligner, NoFaceError
 from ipsb.data.ffpp_index import build_ffpp_manifest
+from ipsb.data.image_reader import image_to_tensor, read_rgb
 from ipsb.data.manifest import Manifest
 from ipsb.data.video import read_frames
 
@@ -128,7 +128,7 @@ class FFPPPairs(_FFPPBase):
         path = Path(self.swaps) / f"{t}_{s}" / f"frame_{n:04d}.png"
         if not path.is_file():
             raise FileNotFoundError(f"FF++: precomputed swap '{path}' is missing (expected <folder>/TTT_SSS/frame_NNNN.png)")
-        return _resize(image_to_tensor(np.array(Image.open(path).convert("RGB"))), self.image_size), True
+        return _resize(image_to_tensor(read_rgb(path)), self.image_size), True
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         it = self.items[i]
@@ -166,7 +166,9 @@ class FFPPGallery(_FFPPBase):
 
 
 class FFPPDataModule(LightningDataModule):
-    """FF++ evaluation: ``test_dataloader()`` -> ``[pairs, gallery]`` loaders (in that order).
+    """FF++ evaluation: ``test_dataloader()`` -> ``[pairs, gallery]`` loaders (in that order; only
+    ``[pairs]`` when :attr:`gallery_loader` is False, which the evaluator sets for a retrieval gallery
+    made of the items' own source images).
 
     Args:
         root: FF++ root (``original_sequences/``, ``manipulated_sequences/``).
@@ -185,7 +187,7 @@ class FFPPDataModule(LightningDataModule):
 
     def __init__(self, root: str, method: str = "FaceShifter", compression: str = "c23",
                  frames_per_video: int = 10, source_frame: str = "first", image_size: int = 256,
-                 aligner: Optional[Any] = None, manifest_path: Optional[str] = None, rebuild: bool = False,
+                 aligner: Optional[Aligner] = None, manifest_path: Optional[str] = None, rebuild: bool = False,
                  verify_files: bool = True, swaps: Optional[str] = None, limit_pairs: Optional[int] = None,
                  batch_size: int = 16, num_workers: int = 0):
         super().__init__()
@@ -196,6 +198,7 @@ class FFPPDataModule(LightningDataModule):
         self.manifest_path, self.rebuild, self.verify = manifest_path, rebuild, verify_files
         self.swaps, self.batch_size, self.num_workers = swaps, batch_size, num_workers
         self.manifest: Optional[Manifest] = None
+        self.gallery_loader = True
 
     def _aligner(self):
         if self.aligner is None:
@@ -243,7 +246,8 @@ class FFPPDataModule(LightningDataModule):
         return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
     def test_dataloader(self):
-        return [self._loader(self.pairs_dataset()), self._loader(self.gallery_dataset())]
+        pairs = [self._loader(self.pairs_dataset())]
+        return pairs + [self._loader(self.gallery_dataset())] if self.gallery_loader else pairs
 
     def predict_dataloader(self):
         return self._loader(self.pairs_dataset())

@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError, load_torch_file
+from ipsb.checkpoints import MissingCheckpointError, UnexpectedContentError, load_torch_file
 
 
 class PairDataset(Dataset):
@@ -197,14 +197,15 @@ def load_wplus_file(path: str | os.PathLike, num_ws: Optional[int] = None, w_dim
     obj = load_torch_file(path, "W+ codes")
     if isinstance(obj, dict):
         if "wplus" not in obj:
-            raise CorruptCheckpointError(f"'{path}' holds a dict without key 'wplus' (keys: {sorted(obj)[:10]})")
+            raise UnexpectedContentError(f"'{path}' holds a dict without key 'wplus' (keys: {sorted(obj)[:10]})")
         obj = obj["wplus"]
     if not isinstance(obj, torch.Tensor) or obj.dim() != 3 or not obj.is_floating_point():
         what = list(obj.shape) if isinstance(obj, torch.Tensor) else type(obj).__name__
-        raise ValueError(f"'{path}' must hold float W+ codes [N,num_ws,w_dim], found {what}")
+        raise UnexpectedContentError(f"'{path}' must hold float W+ codes [N,num_ws,w_dim] (a tensor or "
+                                     f"{{'wplus': tensor}}), found {what}")
     if (num_ws is not None and obj.shape[1] != num_ws) or (w_dim is not None and obj.shape[2] != w_dim):
-        raise ValueError(f"'{path}' holds W+ codes of shape {list(obj.shape)}, but the generator expects "
-                         f"[N,{num_ws},{w_dim}]")
+        raise UnexpectedContentError(f"'{path}' holds W+ codes of shape {list(obj.shape)}, but the generator "
+                                     f"expects [N,{num_ws},{w_dim}]")
     return obj.float()
 
 
@@ -216,7 +217,9 @@ class LatentFileDataModule(_PairDataModule):
         num_val_codes: the last codes of the file, held out; validation pairs are made among them.
         num_train_pairs: random training pairs among the other codes (default: one per code).
         num_val_pairs: fixed validation pairs.
-        num_ws, w_dim: expected W+ shape (default: the fitted module's generator, when there is one).
+        num_ws, w_dim: expected W+ shape. Leave them out: they come from the fitted module's generator
+            (``trainer.lightning_module.backbone.generator``), and a file of another shape is refused
+            at setup with one error naming it and both shapes. Given, they must equal the generator's.
     """
 
     def __init__(self, path: str, num_val_codes: int = 64, num_train_pairs: Optional[int] = None,
@@ -231,12 +234,17 @@ class LatentFileDataModule(_PairDataModule):
         if self.val_set is not None:
             return
         num_ws, w_dim = self.num_ws, self.w_dim
-        if num_ws is None or w_dim is None:
-            try:
-                gen = _module_generator(self, None)
-                num_ws, w_dim = num_ws or gen.num_ws, w_dim or gen.w_dim
-            except ValueError:
-                pass
+        try:
+            gen = _module_generator(self, None)
+        except ValueError:          # no module being fitted: only the explicit sizes are checked
+            gen = None
+        if gen is not None:
+            have = (int(gen.num_ws), int(gen.w_dim))
+            if (num_ws is not None and num_ws != have[0]) or (w_dim is not None and w_dim != have[1]):
+                raise ValueError(f"LatentFileDataModule for '{self.path}': num_ws/w_dim [{num_ws},{w_dim}] differ "
+                                 f"from the generator's [{have[0]},{have[1]}]; leave them out (they come from "
+                                 f"the generator)")
+            num_ws, w_dim = have
         codes = load_wplus_file(self.path, num_ws, w_dim)
         n_val = self.num_val_codes
         n_train = codes.shape[0] - n_val

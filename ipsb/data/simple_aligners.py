@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ipsb.data.align import AlignedFace, NoFaceError, image_to_tensor, to_rgb_uint8
+from ipsb.data.align import AlignedFace, Aligner, NoFaceError, image_to_tensor, to_rgb_uint8
 
 
 def _aligned(crop: torch.Tensor, matrix: torch.Tensor, quad: torch.Tensor) -> AlignedFace:
@@ -27,7 +27,7 @@ def _aligned(crop: torch.Tensor, matrix: torch.Tensor, quad: torch.Tensor) -> Al
                        landmarks=torch.full((68, 2), float("nan"), dtype=torch.float32))
 
 
-class CenterCropAligner:
+class CenterCropAligner(Aligner):
     """Central square crop (``crop_fraction`` of the shorter side) resized to ``output_size``."""
 
     def __init__(self, output_size: int = 256, crop_fraction: float = 1.0,

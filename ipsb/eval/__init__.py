@@ -1,8 +1,9 @@
-"""The FF++ / CelebA-HQ benchmark harness (DESIGN.md section 3; ``ipsb test --config lightning_configs/eval/*.yaml``).
+"""The FF++ / CelebA-HQ benchmark harness (docs/evaluation.md; ``ipsb test --config lightning_configs/eval/*.yaml``).
 
-``networks`` (the metric networks from config), ``adapters`` (toy stand-ins for pose / FID
+``networks`` (the metric networks from config, and the named presets ``reliableswap`` / ``clean``),
+``deep3d_aligned`` (Deep3D's regressor behind its own 5-point alignment), ``adapters`` (toy stand-ins for pose / FID
 features), ``methods`` (what produces the swaps: the data's own
 swaps, an ipsb swapper, the toy manipulation), ``evaluator`` (:class:`EvaluationModule`, the
 LightningModule that runs the metrics), ``table`` (the paper's table layout, markdown + JSON, with
-the paper's numbers as reference rows), ``toy_ffpp`` (a synthetic FF++ tree rendered from the toy world).
+the paper's numbers as reference rows). The synthetic toy FF++ tree is :mod:`ipsb.data.toy_ffpp`.
 """

@@ -9,9 +9,12 @@ Rows (one per swap producer, all measured on the same items in one pass):
   trivial bounds...), applied to the batch's aligned source/target.
 
 FF++ (``benchmark: ffpp``, :class:`ipsb.data.ffpp.FFPPDataModule`, loaders ``[pairs, gallery]``):
-per pair item the swap's identity embedding is ranked against the gallery (all selected source
-frames) -> ID retrieval top-k, and compared with the source image's -> ID cosine; expression and
-pose are compared with the target frame's. CelebA-HQ (``benchmark: celebahq``,
+per pair item the swap's identity embedding is ranked against the gallery -> ID retrieval top-k,
+and compared with the source image's -> ID cosine; expression and pose are compared with the target
+frame's. The metric networks' preset (:mod:`ipsb.eval.networks`) picks the formulas: the gallery
+(all selected source frames, or each item's own source image grouped by target video, in which case
+the DataModule's gallery loader is switched off), the items the ID cosine averages, and the columns
+each row reports; every row names its preset. CelebA-HQ (``benchmark: celebahq``,
 :class:`ipsb.data.celebahq.CelebAHQDataModule`): the same plus FID of the swaps against the image
 folder (real statistics cached under ``fid_cache_dir`` by a hash of the image list and the feature
 network); the retrieval gallery is the distinct source images of the pairs list.
@@ -24,16 +27,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
-from ipsb.backbone.bundle import instantiate
 from ipsb.checkpoints import sha256_file
+from ipsb.config_objects import build
 from ipsb.eval.methods import SwapMethod
-from ipsb.eval.networks import MetricNetworks
+from ipsb.eval.networks import METRIC_COLUMNS, MetricNetworks
 from ipsb.eval.table import build_table, check_benchmark, check_writable, table_paths, write_table
 from ipsb.metrics import FID, ExpressionError, IDRetrieval, IDSimilarity, PoseError
 from ipsb.metrics.sample_dedup import cat_state
@@ -47,11 +50,13 @@ class EvaluationModule(LightningModule):
     """See the module docstring.
 
     Args:
-        networks: the metric networks' config dict or a YAML path (a built :class:`MetricNetworks`
-            is accepted from Python; the annotation stays ``dict`` so LightningCLI keeps nested
-            ``class_path`` specs, which may name factory functions, for :meth:`MetricNetworks.from_config`).
+        networks: the metric networks: built (LightningCLI builds them from the config's
+            ``{identity: spec, regressor: spec, ...}``, each class path allowlisted and type-checked
+            before anything is called) or, from Python, their config dict or YAML path
+            (:meth:`MetricNetworks.from_config`).
         benchmark: ``ffpp`` or ``celebahq``.
-        methods: swap methods (instances or ``{class_path, init_args}`` specs), one row each.
+        methods: swap methods (instances, or ``{class_path, init_args}`` specs built as
+            :class:`SwapMethod`), one row each.
         data_swaps_name: row name of the data's own swaps (default derived from the DataModule).
         output_dir / table_name / overwrite: where the ``.md`` + ``.json`` go (default name = benchmark).
         top_k: ID retrieval ranks reported (top-1 and top-5 are the table's columns).
@@ -60,15 +65,15 @@ class EvaluationModule(LightningModule):
         notes: free-text lines added to the table.
     """
 
-    def __init__(self, networks: Union[dict, str], benchmark: str = "ffpp",
-                 methods: Optional[Sequence[Union[SwapMethod, dict]]] = None, data_swaps_name: Optional[str] = None,
+    def __init__(self, networks: MetricNetworks, benchmark: str = "ffpp",
+                 methods: Optional[Sequence[SwapMethod]] = None, data_swaps_name: Optional[str] = None,
                  output_dir: str = "outputs/eval", table_name: Optional[str] = None, overwrite: bool = False,
                  top_k: Sequence[int] = (1, 5), fid_cache_dir: Optional[str] = None, fid_batch_size: int = 16,
                  notes: Sequence[str] = ()):
         super().__init__()
         self.benchmark = check_benchmark(benchmark)
         self.networks = networks if isinstance(networks, MetricNetworks) else MetricNetworks.from_config(networks)
-        built = [m if isinstance(m, nn.Module) else instantiate(m) for m in (methods or [])]
+        built = [m if isinstance(m, nn.Module) else build(m, SwapMethod, "swap method") for m in (methods or [])]
         for m in built:
             if not isinstance(m, SwapMethod):
                 raise ValueError(f"methods must be SwapMethod instances/specs, got {type(m).__name__}")
@@ -81,6 +86,10 @@ class EvaluationModule(LightningModule):
         self.top_k = tuple(int(k) for k in top_k)
         if 1 not in self.top_k or 5 not in self.top_k:
             raise ValueError(f"top_k must include 1 and 5 (the table's columns), got {self.top_k}")
+        preset = self.networks.preset
+        if self.benchmark not in preset.benchmarks:
+            raise ValueError(f"the {preset.name!r} metric preset applies to {list(preset.benchmarks)}, not to the "
+                             f"{self.benchmark!r} benchmark")
         if self.benchmark == "celebahq" and self.networks.fid is None:
             raise ValueError("the CelebA-HQ benchmark reports FID: add a 'fid' feature network to the metric networks")
         self.fid_cache_dir, self.fid_batch_size, self.notes = fid_cache_dir, int(fid_batch_size), list(notes)
@@ -111,13 +120,24 @@ class EvaluationModule(LightningModule):
     def _new_metrics(self) -> nn.ModuleDict:
         pose_inputs = "logits" if self.networks.pose_has_logits else "degrees"
         a, b = self.networks.expression_slice
-        d = {"retrieval": IDRetrieval(top_k=self.top_k), "similarity": IDSimilarity(),
+        divisor = self.networks.preset.id_cosine_first_items_divisor
+        d = {"retrieval": IDRetrieval(top_k=self.top_k), "similarity": IDSimilarity(first_items_divisor=divisor),
              "expression": ExpressionError(num_coeffs=b - a)}
         if self.networks.pose is not None:
             d["pose"] = PoseError(inputs=pose_inputs)
         if self.benchmark == "celebahq":
             d["fid"] = FID(feature=self.networks.fid)
         return nn.ModuleDict(d)
+
+    @property
+    def _item_source_gallery(self) -> bool:
+        return self.benchmark == "ffpp" and self.networks.preset.id_gallery == "item_sources"
+
+    def setup(self, stage: str) -> None:
+        """The FF++ gallery loader is read only when the preset's gallery is the source frames."""
+        dm = getattr(self._trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "gallery_loader"):
+            dm.gallery_loader = not self._item_source_gallery
 
     def on_test_start(self) -> None:
         check_writable(self.output_dir, self.table_name, self.overwrite)   # every rank: fail before work
@@ -161,8 +181,7 @@ class EvaluationModule(LightningModule):
                     first.update(imgs, real=True, sample_index=idx)
             stats = first.real_statistics()          # collective: every rank gets the global statistics
         for metrics in self.row_metrics:
-            metrics["fid"].clear_real_statistics()
-            metrics["fid"]._real_stats = stats
+            metrics["fid"].set_real_statistics(*stats)
 
     # ------------------------------------------------------------------ steps
     def _swaps(self, batch: dict) -> list[torch.Tensor]:
@@ -183,6 +202,8 @@ class EvaluationModule(LightningModule):
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         nets = self.networks
         if self.benchmark == "ffpp" and dataloader_idx == 1:           # the gallery of source frames
+            if self._item_source_gallery:
+                return
             emb = nets.embed(batch["image"])
             for metrics in self.row_metrics:
                 metrics["retrieval"].update_gallery(emb, batch["video_id"], batch["sample_index"])
@@ -191,7 +212,11 @@ class EvaluationModule(LightningModule):
         src_emb = nets.embed(batch["source"])
         tgt_exp = nets.expression(batch["target"])
         tgt_pose = nets.head_pose(batch["target"])
-        if self.benchmark == "ffpp":
+        if self._item_source_gallery:        # each item's source image, labelled by its target video
+            src_id = batch["target_id"]
+            for metrics in self.row_metrics:
+                metrics["retrieval"].update_gallery(src_emb, src_id, idx)
+        elif self.benchmark == "ffpp":
             src_id = batch["source_id"]
         else:
             names = batch["source_name"]
@@ -222,8 +247,12 @@ class EvaluationModule(LightningModule):
             pose = metrics["pose"].compute()
             row["pose_deg"] = _scalar(pose["deg_l2"])
             row["pose_bin_sqrt_mse"] = _scalar(pose["bin_sqrt_mse"]) if "bin_sqrt_mse" in pose else None
+            row["pose_logit_l2"] = _scalar(pose["logit_angle_l2"]) if "logit_angle_l2" in pose else None
         if "fid" in metrics:
             row["fid"] = _scalar(metrics["fid"].compute())
+        preset = self.networks.preset
+        row = {k: (v if k not in METRIC_COLUMNS or k in preset.columns else None) for k, v in row.items()}
+        row["preset"] = preset.name
         sim = metrics["similarity"]
         with sim.sync_context(should_sync=True):
             row["num_items"] = int(torch.unique(cat_state(sim.sample_index)).numel())
@@ -251,7 +280,8 @@ class EvaluationModule(LightningModule):
         if not self.trainer.is_global_zero:
             return
         dm = self._datamodule()
-        networks = {"classes": self.networks.describe(), "files": self.networks.file_hashes(),
+        networks = {"preset": self.networks.describe_preset(),
+                    "classes": self.networks.describe(), "files": self.networks.file_hashes(),
                     "expression_slice": list(self.networks.expression_slice),
                     "pose_form": "logits" if self.networks.pose_has_logits else "degrees"}
         settings = {"world_size": self.trainer.world_size, "top_k": list(self.top_k),

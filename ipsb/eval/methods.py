@@ -13,10 +13,12 @@ evaluator rows them under its ``data_swaps_name``.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from torch import nn
+
+from ipsb.backbone.bundle import FaceBackbone
 
 
 class SwapMethod(nn.Module):
@@ -55,8 +57,9 @@ class CopySource(SwapMethod):
 class IpsbSwapper(SwapMethod):
     """ipsb's :class:`~ipsb.swap.FaceSwapper` on aligned crops (resized to/from its resolution).
 
-    Args: ``mapping_ckpt``, ``detail_ckpt``, ``blend_ckpt`` (None: no stage 3) and ``backbone``
-    (config dict or YAML path) -- as ``FaceSwapper.from_checkpoints``; ``swapper_args`` -- its
+    Args: ``mapping_ckpt``, ``detail_ckpt``, ``blend_ckpt`` (None: no stage 3) and ``backbone`` (in a
+    config: a backbone YAML path relative to that config file, or its ``{class_path, init_args}``;
+    from Python also a built one) -- as ``FaceSwapper.from_checkpoints``; ``swapper_args`` -- its
     constructor options (``inversion``, ``invert_steps``...); ``output`` -- ``final``, ``stage2`` or
     ``stage1``; ``swapper`` -- an already built FaceSwapper instead of the checkpoints (Python use).
 
@@ -65,7 +68,7 @@ class IpsbSwapper(SwapMethod):
     """
 
     def __init__(self, mapping_ckpt: Optional[str] = None, detail_ckpt: Optional[str] = None,
-                 blend_ckpt: Optional[str] = None, backbone: Optional[Union[dict, str]] = None,
+                 blend_ckpt: Optional[str] = None, backbone: Optional[FaceBackbone] = None,
                  swapper_args: Optional[dict] = None, output: str = "final", name: str = "StyleIPSB (ipsb)",
                  swapper: Optional[nn.Module] = None):
         super().__init__(name)

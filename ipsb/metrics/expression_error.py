@@ -1,4 +1,4 @@
-"""Expression error between swap and target from Deep3D expression coefficients (DESIGN.md section 3).
+"""Expression error between swap and target from Deep3D expression coefficients (docs/evaluation.md).
 
 Inputs: the 64-d expression coefficients ``[B,64]`` (the ``exp`` group of the Deep3DFaceRecon
 regressor) of the swap and of the target. Two named numbers:

@@ -195,8 +195,13 @@ class FID(FrechetInceptionDistance):
         if mean.dim() != 1 or cov.shape != (d, d):
             raise ValueError(f"FID: real statistics in '{path}' have inconsistent shapes {list(mean.shape)}, "
                              f"{list(cov.shape)}")
+        self.set_real_statistics(mean, cov, n)
+
+    def set_real_statistics(self, mean: Tensor, cov: Tensor, n: int) -> None:
+        """Use these real statistics (mean ``[D]``, covariance ``[D,D]``, sample count) instead of
+        real features, e.g. ones computed once and shared by several FID metrics."""
         self.real_feats, self.real_index = [], []
-        self._real_stats = (mean.double(), cov.double(), n)
+        self._real_stats = (mean.double(), cov.double(), int(n))
 
     def use_cached_real_statistics(self, cache_dir: Union[str, os.PathLike], dataset_list: Sequence[str],
                                    real_batches: Callable[[], Iterable[tuple[Tensor, Tensor]]]) -> tuple[Path, bool]:

@@ -1,12 +1,18 @@
 """Identity metrics of a face swap: ID retrieval (top-1/top-5) and ID similarity.
 
-* :class:`IDRetrieval` (the FF++ protocol, DESIGN.md section 3): the *gallery* holds the identity
+* :class:`IDRetrieval` (the FF++ protocol, docs/evaluation.md): the *gallery* holds the identity
   embeddings of all source frames (for FF++ the 10 selected frames of every original video) with
   the id of the video each came from; every swap result is a *query* carrying the id of its true
   source video. Videos are ranked by their best (highest-cosine) gallery frame; a query is correct
   at k when the true source video is among the k best videos. Top-1 is thus "the nearest gallery
   frame comes from the true source video". Ties count in the query's favour.
-* :class:`IDSimilarity`: mean cosine between the swap's embedding and the source's embedding.
+* :class:`IDSimilarity`: mean cosine between the swap's embedding and the source's embedding (over
+  all items, or, with ``first_items_divisor=d``, over the first ``N // d`` items by sample index: the
+  cosine ReliableSwap's FF++ code prints, see docs/evaluation.md).
+
+The FF++ gallery can also be each item's own source image labelled by the item's target video, with
+queries labelled the same way (ReliableSwap's retrieval: the prediction is the target-video group of
+the nearest source row); the metric is the same, only the labels the caller passes differ.
 
 Embeddings ``[B,D]`` come from any :class:`~ipsb.backbone.interfaces.IdentityEncoder` (CosFace
 sphere20 for FF++, ArcFace for CelebA-HQ, dlib's ResNet as a registry-shipped alternative); they are
@@ -16,7 +22,7 @@ percent) and exact under DDP: states are per-sample ``cat`` states de-duplicated
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -102,17 +108,26 @@ class IDRetrieval(Metric):
             rank = (per_video > true).sum(1)                                            # videos strictly better
             for k in self.top_k:
                 correct[k].append(rank < k)
-        return {f"top{k}": torch.cat(v).float().mean() for k, v in correct.items()}
+        # float64, as numpy's mean in the reference: 100 * fraction prints exactly (e.g. 1/10 -> 10.0)
+        return {f"top{k}": torch.cat(v).double().mean() for k, v in correct.items()}
 
 
 class IDSimilarity(Metric):
-    """Mean cosine similarity between swap and source identity embeddings, in [-1,1]."""
+    """Mean cosine similarity between swap and source identity embeddings, in [-1,1].
+
+    ``first_items_divisor``: ``None`` averages every item; ``d`` averages only the first ``N // d``
+    items in sample-index order (NaN when ``N < d``), which is what ReliableSwap's FF++ code prints
+    (``d = 10``, its frames per video).
+    """
 
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, **kwargs):
+    def __init__(self, first_items_divisor: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
+        if first_items_divisor is not None and int(first_items_divisor) < 1:
+            raise ValueError(f"first_items_divisor must be a positive integer or None, got {first_items_divisor}")
+        self.first_items_divisor = None if first_items_divisor is None else int(first_items_divisor)
         self.add_state("cosine", default=[], dist_reduce_fx="cat")
         self.add_state("sample_index", default=[], dist_reduce_fx="cat")
 
@@ -131,4 +146,6 @@ class IDSimilarity(Metric):
         if idx.numel() == 0:
             raise RuntimeError("IDSimilarity.compute: no samples")
         _, cos = dedup_by_index(idx, cat_state(self.cosine), what="IDSimilarity")
+        if self.first_items_divisor is not None:
+            cos = cos[:cos.shape[0] // self.first_items_divisor]
         return cos.mean()

@@ -1,18 +1,21 @@
-"""Head-pose error between swap and target from HopeNet outputs (DESIGN.md section 3).
+"""Head-pose error between swap and target from HopeNet outputs (docs/evaluation.md).
 
-Two numbers, both reported and named, because papers use either:
+Three named numbers, because papers and their code use different forms:
 
 * ``deg_l2`` -- mean over samples of the L2 norm of the (yaw, pitch, roll) difference in degrees,
   the angles being HopeNet's softmax expectation ``sum(softmax(logits) * arange(66)) * 3 - 99``.
-* ``bin_sqrt_mse`` -- the raw-bin form ``sqrt(MSE * 66) / 2`` where MSE is the mean squared
+* ``bin_sqrt_mse`` -- the pooled bin form ``sqrt(MSE * 66) / 2`` where MSE is the mean squared
   difference over *all* samples, the 3 angles and the 66 bins of the bin vectors (``bin_values``:
   ``"softmax"`` probabilities, default, or the raw ``"logits"``); it is a dataset-level RMS,
-  i.e. ``sqrt(sum_i ||b_i^swap - b_i^target||^2 / (3 N)) / 2``. Which bin vector the papers' code fed
-  to the MSE could not be checked here, hence the option.
+  i.e. ``sqrt(sum_i ||b_i^swap - b_i^target||^2 / (3 N)) / 2``.
+* ``logit_angle_l2`` (logits inputs only) -- ReliableSwap's FF++ form: per angle ``a``,
+  ``sqrt(MSE_a * 66) / 2`` with ``MSE_a`` the mean squared difference of the *raw logits* over all
+  samples and the 66 bins, then the mean over yaw, pitch and roll.
 
 Inputs are ``[B,3]`` degrees (``inputs="degrees"``: only ``deg_l2``) or ``[B,3,66]`` bin logits
-(``inputs="logits"``: both; ``ipsb.backbone.pose.HopeNet.logits`` gives them). Per-sample values sit in ``cat`` states, de-duplicated by
-``sample_index`` at compute (exact under DDP, see :mod:`ipsb.metrics.sample_dedup`).
+(``inputs="logits"``: all three; ``ipsb.backbone.pose.HopeNet.logits`` gives them). Per-sample values
+sit in ``cat`` states, de-duplicated by ``sample_index`` at compute (exact under DDP, see
+:mod:`ipsb.metrics.sample_dedup`).
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ NUM_BINS = 66
 
 
 class PoseError(Metric):
-    """Pose distance swap vs target; :meth:`compute` returns ``{"deg_l2", ["bin_sqrt_mse"]}``."""
+    """Pose distance swap vs target; :meth:`compute` returns ``{"deg_l2", ["bin_sqrt_mse", "logit_angle_l2"]}``."""
 
     full_state_update = False
     higher_is_better = False
@@ -41,6 +44,7 @@ class PoseError(Metric):
         self.inputs, self.bin_values = inputs, bin_values
         self.add_state("deg_l2", default=[], dist_reduce_fx="cat")
         self.add_state("bin_sq", default=[], dist_reduce_fx="cat")
+        self.add_state("logit_sq", default=[], dist_reduce_fx="cat")
         self.add_state("sample_index", default=[], dist_reduce_fx="cat")
 
     def _check(self, x: Tensor, name: str) -> Tensor:
@@ -59,6 +63,7 @@ class PoseError(Metric):
             deg_s, deg_t = hopenet_degrees(s), hopenet_degrees(t)
             bs, bt = (torch.softmax(s, -1), torch.softmax(t, -1)) if self.bin_values == "softmax" else (s, t)
             self.bin_sq.append((bs - bt).square().sum((1, 2)))
+            self.logit_sq.append((s - t).square().sum(2))                       # [B,3] per angle
         else:
             deg_s, deg_t = s, t
         self.deg_l2.append((deg_s - deg_t).norm(dim=1))
@@ -71,6 +76,9 @@ class PoseError(Metric):
         if self.inputs == "degrees":
             _, deg = dedup_by_index(idx, cat_state(self.deg_l2), what="PoseError")
             return {"deg_l2": deg.mean().float()}
-        _, deg, bsq = dedup_by_index(idx, cat_state(self.deg_l2), cat_state(self.bin_sq), what="PoseError")
+        _, deg, bsq, lsq = dedup_by_index(idx, cat_state(self.deg_l2), cat_state(self.bin_sq),
+                                          cat_state(self.logit_sq), what="PoseError")
         mse = bsq.sum() / (bsq.numel() * 3 * NUM_BINS)
-        return {"deg_l2": deg.mean().float(), "bin_sqrt_mse": ((mse * NUM_BINS).sqrt() / 2).float()}
+        mse_angle = lsq.sum(0) / (lsq.shape[0] * NUM_BINS)                          # [3]
+        return {"deg_l2": deg.mean().float(), "bin_sqrt_mse": ((mse * NUM_BINS).sqrt() / 2).float(),
+                "logit_angle_l2": ((mse_angle * NUM_BINS).sqrt() / 2).mean().float()}

@@ -22,65 +22,22 @@ validation adds both for the stage-2 image (``*_stage2``).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from torch import nn
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from ipsb.backbone.interfaces import freeze
-from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError
+from ipsb.backbone.bundle import FaceBackbone
 from ipsb.losses.background import background_l1
 from ipsb.losses.identity import identity_cosine
 from ipsb.losses.perceptual import perceptual_distance
 from ipsb.nets.face_mask import FaceRegionMask
 from ipsb.nets.msft import MSFT
-from ipsb.stages.base import PairStageModule
+from ipsb.stages.base import PairStageModule, adamw
+from ipsb.stages.detail_module import load_detail_stage
 from ipsb.stages.pair_batch import check_pair
 
 REGIONS = ("all", "outside_face")
-
-
-class StageTwoSwap(nn.Module):
-    """The frozen stages 1 + 2 as one module: ``(w_s, w_t, coeff_s, coeff_t) -> (w_s->t, w')``.
-
-    ``editor`` a stage-1 :class:`~ipsb.nets.mapper.SwapEditor`, ``layer_lambda`` the stage-2
-    :class:`~ipsb.nets.layer_lambda.LayerLambda`; ``per_pair_lambda``: its head takes the mapper's
-    3DMM features. All W+ codes ``[B,num_ws,w_dim]``, coefficients ``[B,C]``.
-    """
-
-    def __init__(self, editor: nn.Module, layer_lambda: nn.Module, per_pair_lambda: bool = False):
-        super().__init__()
-        self.editor, self.layer_lambda, self.per_pair_lambda = editor, layer_lambda, bool(per_pair_lambda)
-        freeze(self)
-
-    def train(self, mode: bool = True) -> "StageTwoSwap":
-        return super().train(False)
-
-    def forward(self, w_s: torch.Tensor, w_t: torch.Tensor, coeff_s: torch.Tensor, coeff_t: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        w_st = self.editor(w_s, coeff_s, coeff_t)
-        feats = self.editor.mapper.features(coeff_s, coeff_t) if self.per_pair_lambda else None
-        return w_st, self.layer_lambda.mix(w_st, w_t, feats)
-
-
-def load_detail_stage(path: str, backbone, mapping_checkpoint: Optional[str] = None) -> StageTwoSwap:
-    """A trained :class:`DetailModule` checkpoint -> frozen :class:`StageTwoSwap` around ``backbone``.
-
-    ``mapping_checkpoint`` overrides the stage-1 checkpoint path stored in it (e.g. after moving files).
-    """
-    from ipsb.stages.detail_module import DetailModule
-
-    if not Path(path).is_file():
-        raise MissingCheckpointError(f"stage-2 checkpoint '{path}' not found; train one with "
-                                     f"`ipsb fit --config lightning_configs/toy/detail.yaml` (or detail.yaml)")
-    extra = {} if mapping_checkpoint is None else {"mapping_checkpoint": str(mapping_checkpoint)}
-    try:
-        detail = DetailModule.load_from_checkpoint(path, map_location="cpu", backbone=backbone, **extra)
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise CorruptCheckpointError(f"'{path}' is not a readable DetailModule checkpoint: "
-                                     f"{type(e).__name__}: {e}") from e
-    return StageTwoSwap(detail.editor, detail.layer_lambda, detail.per_pair_lambda)
 
 
 class BlendModule(PairStageModule):
@@ -95,18 +52,22 @@ class BlendModule(PairStageModule):
     mask_source, mask_dilate, mask_feather, mask_threshold: the face mask
         (:class:`~ipsb.nets.face_mask.FaceRegionMask`).
     background_weight, perceptual_weight, perceptual_region: the loss (module docstring).
-    lr, weight_decay: AdamW over the MSFT.
     noise_mode: generator noise mode.
+    optimizer, lr_scheduler: see :class:`~ipsb.stages.base.StageModule` (default AdamW over the
+        MSFT, lr 1e-3).
     """
 
-    def __init__(self, backbone, detail_checkpoint: str, mapping_checkpoint: Optional[str] = None,
+    checkpoint_label = "stage-3"
+    train_hint = "ipsb fit --config lightning_configs/toy/blend.yaml (or blend.yaml)"
+
+    def __init__(self, backbone: FaceBackbone, detail_checkpoint: str, mapping_checkpoint: Optional[str] = None,
                  resolutions: Optional[Sequence[int]] = None, hidden: int = 32, trunk_depth: int = 2,
                  input_size: int = 64, mask_source: str = "parser", mask_dilate: float = 8.0,
                  mask_feather: float = 4.0, mask_threshold: float = 0.5, background_weight: float = 1.0,
                  perceptual_weight: float = 1.0, perceptual_region: str = "outside_face",
-                 lr: float = 1e-3, weight_decay: float = 0.0, noise_mode: str = "const"):
-        super().__init__(backbone, lr=lr)
-        self.save_hyperparameters()
+                 noise_mode: str = "const", optimizer: OptimizerCallable = adamw(1e-3),
+                 lr_scheduler: Optional[LRSchedulerCallable] = None):
+        super().__init__(backbone, optimizer, lr_scheduler)
         if perceptual_region not in REGIONS:
             raise ValueError(f"perceptual_region must be one of {REGIONS}, got {perceptual_region!r}")
         if perceptual_weight > 0 and getattr(self.backbone, "perceptual", None) is None:
@@ -114,13 +75,13 @@ class BlendModule(PairStageModule):
                              "network (backbone.perceptual) for L_p")
         gen = self.backbone.generator
         self.num_ws, self.w_dim = int(gen.num_ws), int(gen.w_dim)
-        self.stage2 = load_detail_stage(detail_checkpoint, self.backbone, mapping_checkpoint)
+        self.stage2 = load_detail_stage(detail_checkpoint, self.backbone, mapping_checkpoint, "detail_checkpoint")
         res = tuple(gen.feature_resolutions) if resolutions is None else tuple(int(r) for r in resolutions)
         self.msft = MSFT.for_generator(gen, res, hidden=hidden, trunk_depth=trunk_depth, input_size=input_size)
         self.face_mask = FaceRegionMask(mask_source, mask_dilate, mask_feather, mask_threshold)
         self.weights = dict(b=background_weight, p=perceptual_weight)
         self.perceptual_region = perceptual_region
-        self.weight_decay, self.noise_mode = weight_decay, noise_mode
+        self.noise_mode = noise_mode
 
     # ------------------------------------------------------------------ the swap
     @torch.no_grad()
@@ -194,6 +155,3 @@ class BlendModule(PairStageModule):
         out["stage2"] = synth(prep["w_swap"], noise_mode=self.noise_mode)
         out["swap"] = self.blend(prep["w_swap"], prep["image_t"], prep["mask"])
         return out
-
-    def configure_optimizers(self):
-        return torch.optim.AdamW(self.msft.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -23,16 +23,20 @@ same for the stage-1 result (``*_stage1``) and the per-layer ``lambda/<i>``.
 """
 from __future__ import annotations
 
+from typing import Optional
 
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
 
 from ipsb.backbone.bundle import FaceBackbone
 from ipsb.backbone.interfaces import freeze
+from ipsb.checkpoints import load_stage_checkpoint
 from ipsb.losses.identity import identity_cosine
 from ipsb.losses.perceptual import perceptual_distance
 from ipsb.nets.layer_lambda import LayerLambda
 from ipsb.stages.mapping_module import attribute_terms, load_mapping_stage
-from ipsb.stages.base import PairStageModule
+from ipsb.stages.base import PairStageModule, adamw
 from ipsb.stages.pair_batch import PairBatch, check_pair, face_mask, measure_pairs
 from ipsb.stages.swap_metrics import SwapMetrics, swap_errors
 
@@ -50,24 +54,29 @@ class DetailModule(PairStageModule):
     lambda_init: initial per-layer lambda (1: start at the stage-1 swap).
     perceptual_region: ``"all"`` or ``"outside_face"`` (L_p only outside the target's face mask).
     id_weight, perceptual_weight, attr_weight, geo_weight, render_weight: loss weights.
-    lr, mapper_lr, weight_decay: AdamW.
+    mapper_lr: learning rate of the mapper's parameter group (with ``finetune_mapper``).
     noise_mode: generator noise mode.
+    optimizer, lr_scheduler: see :class:`~ipsb.stages.base.StageModule` (default AdamW, lr 1e-2;
+        groups: the lambdas at the optimizer's lr, the mapper at ``mapper_lr``).
     """
+
+    checkpoint_label = "stage-2"
+    train_hint = "ipsb fit --config lightning_configs/toy/detail.yaml (or detail.yaml)"
 
     def __init__(self, backbone: FaceBackbone, mapping_checkpoint: str, finetune_mapper: bool = False,
                  per_pair_lambda: bool = False, lambda_init: float = 1.0,
                  perceptual_region: str = "outside_face", id_weight: float = 1.0, perceptual_weight: float = 1.0,
                  attr_weight: float = 1.0, geo_weight: float = 1.0, render_weight: float = 1.0,
-                 lr: float = 1e-2, mapper_lr: float = 1e-4, weight_decay: float = 0.0, noise_mode: str = "const"):
-        super().__init__(backbone, lr=lr)
-        self.save_hyperparameters()
+                 mapper_lr: float = 1e-4, noise_mode: str = "const", optimizer: OptimizerCallable = adamw(1e-2),
+                 lr_scheduler: Optional[LRSchedulerCallable] = None):
+        super().__init__(backbone, optimizer, lr_scheduler)
         if perceptual_region not in REGIONS:
             raise ValueError(f"perceptual_region must be one of {REGIONS}, got {perceptual_region!r}")
         if getattr(self.backbone, "perceptual", None) is None:
             raise ValueError("DetailModule needs a backbone with a perceptual network (backbone.perceptual) for L_p")
         gen = self.backbone.generator
         self.num_ws, self.w_dim = int(gen.num_ws), int(gen.w_dim)
-        self.editor = load_mapping_stage(mapping_checkpoint, self.backbone).editor
+        self.editor = load_mapping_stage(mapping_checkpoint, self.backbone, "mapping_checkpoint").editor
         self.finetune_mapper = bool(finetune_mapper)
         if not self.finetune_mapper:
             freeze(self.editor)
@@ -77,7 +86,7 @@ class DetailModule(PairStageModule):
         self.perceptual_region = perceptual_region
         self.weights = dict(id=id_weight, p=perceptual_weight, attr=attr_weight, geo=geo_weight,
                             render=render_weight)
-        self.lr, self.mapper_lr, self.weight_decay, self.noise_mode = lr, mapper_lr, weight_decay, noise_mode
+        self.mapper_lr, self.noise_mode = mapper_lr, noise_mode
         self.train_metrics = SwapMetrics(METRICS)
         self.val_metrics = SwapMetrics(METRICS + tuple(m + "_stage1" for m in METRICS))
 
@@ -162,8 +171,45 @@ class DetailModule(PairStageModule):
         return {"source": pairs.image_s, "target": pairs.image_t,
                 "stage1": synth(w_st, noise_mode=self.noise_mode), "swap": synth(w_mix, noise_mode=self.noise_mode)}
 
-    def configure_optimizers(self):
-        groups = [{"params": list(self.layer_lambda.parameters()), "lr": self.lr}]
+    def optimizer_groups(self) -> list[dict]:
+        """The per-layer lambdas (at the optimizer's lr) and, when fine-tuning, the mapper at ``mapper_lr``."""
+        groups = [{"params": list(self.layer_lambda.parameters())}]
         if self.finetune_mapper:
             groups.append({"params": list(self.editor.parameters()), "lr": self.mapper_lr})
-        return torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        return groups
+
+
+class StageTwoSwap(nn.Module):
+    """The frozen stages 1 + 2 as one module: ``(w_s, w_t, coeff_s, coeff_t) -> (w_s->t, w')``.
+
+    ``editor`` a stage-1 :class:`~ipsb.nets.mapper.SwapEditor`, ``layer_lambda`` the stage-2
+    :class:`~ipsb.nets.layer_lambda.LayerLambda`; ``per_pair_lambda``: its head takes the mapper's
+    3DMM features. All W+ codes ``[B,num_ws,w_dim]``, coefficients ``[B,C]``.
+    """
+
+    def __init__(self, editor: nn.Module, layer_lambda: nn.Module, per_pair_lambda: bool = False):
+        super().__init__()
+        self.editor, self.layer_lambda, self.per_pair_lambda = editor, layer_lambda, bool(per_pair_lambda)
+        freeze(self)
+
+    def train(self, mode: bool = True) -> "StageTwoSwap":
+        return super().train(False)
+
+    def forward(self, w_s: torch.Tensor, w_t: torch.Tensor, coeff_s: torch.Tensor, coeff_t: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        w_st = self.editor(w_s, coeff_s, coeff_t)
+        feats = self.editor.mapper.features(coeff_s, coeff_t) if self.per_pair_lambda else None
+        return w_st, self.layer_lambda.mix(w_st, w_t, feats)
+
+
+def load_detail_stage(path: str, backbone, mapping_checkpoint: Optional[str] = None,
+                      role: Optional[str] = None) -> StageTwoSwap:
+    """A trained :class:`DetailModule` checkpoint -> frozen :class:`StageTwoSwap` around ``backbone``.
+
+    ``mapping_checkpoint`` overrides the stage-1 checkpoint path stored in it (e.g. after moving files).
+    A missing, unreadable or wrong-kind file is named in one line
+    (:func:`ipsb.checkpoints.load_stage_checkpoint`).
+    """
+    extra = {} if mapping_checkpoint is None else {"mapping_checkpoint": str(mapping_checkpoint)}
+    detail = load_stage_checkpoint(path, DetailModule, role, backbone=backbone, **extra)
+    return StageTwoSwap(detail.editor, detail.layer_lambda, detail.per_pair_lambda)

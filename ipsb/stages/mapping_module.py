@@ -28,15 +28,16 @@ from __future__ import annotations
 from typing import Optional, Sequence, Union
 
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from ipsb.backbone.bundle import FaceBackbone
 from ipsb.basis.artifact import Basis
 from ipsb.basis.layers import layer_mask
-from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError, sha256_file
+from ipsb.checkpoints import load_stage_checkpoint, sha256_file
 from ipsb.losses.attribute import attribute_losses, geometry_loss, render_loss
 from ipsb.losses.identity import identity_cosine
 from ipsb.nets.mapper import DEFAULT_SOURCE_GROUPS, DEFAULT_TARGET_GROUPS, CoeffMapper, SwapEditor
-from ipsb.stages.base import PairStageModule
+from ipsb.stages.base import PairStageModule, adamw
 from ipsb.stages.pair_batch import PairBatch, check_pair, measure_pairs
 from ipsb.stages.swap_metrics import SwapMetrics, swap_errors
 
@@ -66,9 +67,12 @@ class MappingModule(PairStageModule):
     layers: W+ layers of a free offset (``"3..7"`` or a list) when no basis is given.
     hidden_dim, depth, source_groups, target_groups: the mapper (:class:`CoeffMapper`).
     id_weight, attr_weight, geo_weight, render_weight, offset_weight: loss weights.
-    lr, weight_decay: AdamW.
     noise_mode: the generator's noise mode during training and validation.
+    optimizer, lr_scheduler: see :class:`~ipsb.stages.base.StageModule` (default AdamW, lr 1e-3).
     """
+
+    checkpoint_label = "stage-1"
+    train_hint = "ipsb fit --config lightning_configs/toy/mapping.yaml (or mapping.yaml)"
 
     def __init__(self, backbone: FaceBackbone, basis: Optional[str] = None, mode: str = "basis",
                  basis_groups: Optional[list[str]] = None, layers: Union[None, str, list[int]] = None,
@@ -76,10 +80,10 @@ class MappingModule(PairStageModule):
                  source_groups: Sequence[str] = DEFAULT_SOURCE_GROUPS,
                  target_groups: Sequence[str] = DEFAULT_TARGET_GROUPS,
                  id_weight: float = 1.0, attr_weight: float = 1.0, geo_weight: float = 1.0,
-                 render_weight: float = 1.0, offset_weight: float = 0.0,
-                 lr: float = 1e-3, weight_decay: float = 0.0, noise_mode: str = "const"):
-        super().__init__(backbone, lr=lr)
-        self.save_hyperparameters()
+                 render_weight: float = 1.0, offset_weight: float = 0.0, noise_mode: str = "const",
+                 optimizer: OptimizerCallable = adamw(1e-3),
+                 lr_scheduler: Optional[LRSchedulerCallable] = None):
+        super().__init__(backbone, optimizer, lr_scheduler)
         gen, fm = self.backbone.generator, self.backbone.face_model
         self.num_ws, self.w_dim = int(gen.num_ws), int(gen.w_dim)
         basis_obj = None
@@ -108,7 +112,7 @@ class MappingModule(PairStageModule):
         self.basis_sha256 = sha256_file(basis) if basis is not None else None
         self.weights = dict(id=id_weight, attr=attr_weight, geo=geo_weight, render=render_weight,
                             offset=offset_weight)
-        self.lr, self.weight_decay, self.noise_mode = lr, weight_decay, noise_mode
+        self.noise_mode = noise_mode
         self.train_metrics = SwapMetrics(METRICS)
         self.val_metrics = SwapMetrics(METRICS + tuple(m + "_noswap" for m in METRICS))
 
@@ -171,24 +175,12 @@ class MappingModule(PairStageModule):
         checkpoint["ipsb_basis"] = {"path": self.hparams.get("basis"), "sha256": self.basis_sha256,
                                     "mode": self.mode}
 
-    def configure_optimizers(self):
-        params = [p for p in self.trainable_parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
-
-def load_mapping_stage(path: str, backbone) -> MappingModule:
+def load_mapping_stage(path: str, backbone, role: Optional[str] = None) -> MappingModule:
     """Rebuild a trained :class:`MappingModule` from its checkpoint around an existing ``backbone``.
 
     The backbone's checkpoint-file hashes must equal those recorded in the checkpoint (else ValueError
-    naming the file); the basis file named in its hyperparameters must still exist.
+    naming the file); the basis file named in its hyperparameters must still exist. A missing,
+    unreadable or wrong-kind file is named in one line (:func:`ipsb.checkpoints.load_stage_checkpoint`).
     """
-    from pathlib import Path
-
-    if not Path(path).is_file():
-        raise MissingCheckpointError(f"stage-1 checkpoint '{path}' not found; train one with "
-                                     f"`ipsb fit --config lightning_configs/toy/mapping.yaml` (or mapping.yaml)")
-    try:
-        return MappingModule.load_from_checkpoint(path, map_location="cpu", backbone=backbone)
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise CorruptCheckpointError(f"'{path}' is not a readable MappingModule checkpoint: "
-                                     f"{type(e).__name__}: {e}") from e
+    return load_stage_checkpoint(path, MappingModule, role, backbone=backbone)

@@ -11,7 +11,7 @@ import torch
 
 from basis_ddp_run import run
 from ipsb.basis.artifact import Basis
-from ipsb.basis.samples import ShardedIndices
+from ipsb.data.basis_samples import ShardedIndices
 
 HERE = Path(__file__).resolve().parent
 
@@ -60,7 +60,8 @@ def test_basis_ddp_two_processes_match_one(tmp_path):
 
 
 def test_basis_wplus_file_datamodule(tmp_path):
-    from ipsb.basis.samples import BasisSampleDataModule, load_wplus_file
+    from ipsb.data.basis_samples import BasisSampleDataModule
+    from ipsb.data.latents import load_wplus_file
     from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError
 
     path = tmp_path / "inv.pt"

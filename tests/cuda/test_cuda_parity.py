@@ -337,27 +337,33 @@ def stage_ckpts(device, tmp_path_factory):
 
 
 def test_mapping_stage_trains_on_device(device, tmp_path):
+    from ipsb.stages.base import adamw
     from ipsb.stages.mapping_module import MappingModule
 
     basis = save_oracle_basis(tmp_path / "basis.pt")
     seed_everything(0)
-    module = MappingModule(copy.deepcopy(toy_backbone()), basis=str(basis), hidden_dim=32, depth=2, lr=1e-2)
+    module = MappingModule(copy.deepcopy(toy_backbone()), basis=str(basis), hidden_dim=32, depth=2,
+                           optimizer=adamw(1e-2))
     check_stage_run(module, device, tmp_path)
 
 
 def test_detail_stage_trains_on_device(device, stage_ckpts, tmp_path):
+    from ipsb.stages.base import adamw
     from ipsb.stages.detail_module import DetailModule
 
     seed_everything(0)
-    module = DetailModule(copy.deepcopy(toy_backbone()), mapping_checkpoint=str(stage_ckpts["mapping"]), lr=0.05)
+    module = DetailModule(copy.deepcopy(toy_backbone()), mapping_checkpoint=str(stage_ckpts["mapping"]),
+                          optimizer=adamw(0.05))
     check_stage_run(module, device, tmp_path)
 
 
 def test_blend_stage_trains_on_device(device, stage_ckpts, tmp_path):
+    from ipsb.stages.base import adamw
     from ipsb.stages.blend_module import BlendModule
 
     seed_everything(0)
-    module = BlendModule(copy.deepcopy(toy_backbone()), detail_checkpoint=str(stage_ckpts["detail"]), lr=1e-2,
+    module = BlendModule(copy.deepcopy(toy_backbone()), detail_checkpoint=str(stage_ckpts["detail"]),
+                         optimizer=adamw(1e-2),
                          hidden=8)
     check_stage_run(module, device, tmp_path)
 

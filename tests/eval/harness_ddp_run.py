@@ -12,7 +12,7 @@ import torch  # noqa: E402
 from harness_helpers import quiet_trainer, toy_networks  # noqa: E402
 from ipsb.eval.evaluator import EvaluationModule  # noqa: E402
 from ipsb.eval.methods import CopySource  # noqa: E402
-from ipsb.eval.toy_ffpp import ToyFFPPDataModule  # noqa: E402
+from ipsb.data.toy_ffpp import ToyFFPPDataModule  # noqa: E402
 
 N_VIDEOS, N_FRAMES, SLOTS = 3, 6, 3
 

@@ -27,6 +27,9 @@ from torch import nn  # noqa: E402
 
 from ipsb.backbone.interfaces import PoseEstimator  # noqa: E402
 from ipsb.backbone.pose import bins_to_degrees  # noqa: E402
+from ipsb.config_objects import allow_packages  # noqa: E402
+
+allow_packages(__name__)   # configs in the tests name this module's classes (TinyBinPose)
 
 
 class TinyBinPose(PoseEstimator):

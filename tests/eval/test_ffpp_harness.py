@@ -12,7 +12,7 @@ from ipsb.eval.evaluator import EvaluationModule
 from ipsb.eval.methods import CopySource, CopyTarget, SwapMethod
 from ipsb.eval.networks import MetricNetworks
 from ipsb.eval.table import PAPER_ROWS
-from ipsb.eval.toy_ffpp import MARKER, TOY_METHOD, ToyFFPPDataModule, build_toy_ffpp, toy_pairs
+from ipsb.data.toy_ffpp import MARKER, TOY_METHOD, ToyFFPPDataModule, build_toy_ffpp, toy_pairs
 
 N_VIDEOS, N_FRAMES, SLOTS = 3, 6, 3
 

@@ -7,7 +7,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from ipsb.checkpoints import MissingCheckpointError
 from ipsb.eval.evaluator import EvaluationModule
-from ipsb.eval.toy_ffpp import ToyFFPPDataModule
+from ipsb.data.toy_ffpp import ToyFFPPDataModule
 
 CONFIGS = Path(__file__).resolve().parent.parent.parent / "lightning_configs" / "eval"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness_ddp_run import N_FRAMES, N_VIDEOS, run
-from ipsb.eval.toy_ffpp import build_toy_ffpp
+from ipsb.data.toy_ffpp import build_toy_ffpp
 
 HERE = Path(__file__).resolve().parent
 

@@ -12,6 +12,7 @@ from lightning.pytorch import Trainer, seed_everything
 
 from helpers.swap_world import save_oracle_basis, toy_backbone
 from ipsb.data.latents import LatentPairDataModule
+from ipsb.stages.base import adamw
 
 
 def _fit(module, root: Path, steps: int, name: str, seed: int) -> Path:
@@ -34,10 +35,10 @@ def stage_checkpoints(root: Path, mapping_steps: int = 2, detail_steps: int = 1)
     root.mkdir(parents=True, exist_ok=True)
     basis = save_oracle_basis(root / "basis.pt")
     seed_everything(0)
-    mapping = MappingModule(toy_backbone(), basis=str(basis), hidden_dim=32, depth=2, lr=1e-2)
+    mapping = MappingModule(toy_backbone(), basis=str(basis), hidden_dim=32, depth=2, optimizer=adamw(1e-2))
     mapping_ckpt = _fit(mapping, root, mapping_steps, "mapping", seed=0)
     seed_everything(0)
-    detail = DetailModule(toy_backbone(), mapping_checkpoint=str(mapping_ckpt), lr=0.02)
+    detail = DetailModule(toy_backbone(), mapping_checkpoint=str(mapping_ckpt), optimizer=adamw(0.02))
     detail_ckpt = _fit(detail, root, detail_steps, "detail", seed=1)
     return mapping_ckpt, detail_ckpt
 
@@ -50,7 +51,7 @@ def blend_checkpoint(root: Path, detail_ckpt: Path, steps: int = 2) -> Path:
     from ipsb.stages.blend_module import BlendModule
 
     seed_everything(0)
-    blend = BlendModule(toy_backbone(), detail_checkpoint=str(detail_ckpt), lr=1e-2, hidden=16)
+    blend = BlendModule(toy_backbone(), detail_checkpoint=str(detail_ckpt), optimizer=adamw(1e-2), hidden=16)
     return _fit(blend, Path(root), steps, "blend", seed=2)
 
 

@@ -45,6 +45,7 @@ def run_metrics(pair_ids, gallery_ids):
     """Update every metric with the given item indices (in batches) and compute."""
     d = make_data()
     ret, sim, pose, expr = IDRetrieval(), IDSimilarity(), PoseError(), ExpressionError()
+    sim_first = IDSimilarity(first_items_divisor=3)        # ReliableSwap's cosine: the first N // 3 items
     fid = FID(feature=make_feature_net())
     for s in range(0, len(gallery_ids), BATCH):
         i = torch.tensor(gallery_ids[s:s + BATCH])
@@ -54,13 +55,14 @@ def run_metrics(pair_ids, gallery_ids):
         i = torch.tensor(pair_ids[s:s + BATCH])
         ret.update(d["swap_emb"][i], d["source_video"][i], i)
         sim.update(d["swap_emb"][i], d["source_emb"][i], i)
+        sim_first.update(d["swap_emb"][i], d["source_emb"][i], i)
         pose.update(d["swap_pose"][i], d["target_pose"][i], i)
         expr.update(d["swap_exp"][i], d["target_exp"][i], i)
         fid.update(d["fake"][i], real=False, sample_index=i)
     out = {f"ret_{k}": v for k, v in ret.compute().items()}
     out.update({f"pose_{k}": v for k, v in pose.compute().items()})
     out.update({f"exp_{k}": v for k, v in expr.compute().items()})
-    out["sim"], out["fid"] = sim.compute(), fid.compute()
+    out["sim"], out["sim_first"], out["fid"] = sim.compute(), sim_first.compute(), fid.compute()
     return out
 
 

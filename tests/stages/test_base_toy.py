@@ -13,7 +13,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ipsb.backbone.bundle import FaceBackbone, load_config
 from ipsb.checkpoints import MissingCheckpointError
-from ipsb.stages.base import BACKBONE_KEY, StageModule
+from ipsb.config_objects import allow_packages
+from ipsb.stages.base import BACKBONE_KEY, StageModule, adam
+
+allow_packages(__name__)   # the configs below name this module's ToyHeadStage
 
 CONFIGS = Path(__file__).resolve().parents[2] / "lightning_configs"
 
@@ -22,7 +25,7 @@ class ToyHeadStage(StageModule):
     """A dummy stage: a trainable head on the frozen regressor's coefficients of generated images."""
 
     def __init__(self, backbone: FaceBackbone, hidden: int = 8, lr: float = 1e-2):
-        super().__init__(backbone, lr=lr)
+        super().__init__(backbone, optimizer=adam(lr))
         self.save_hyperparameters()
         self.head = nn.Sequential(nn.Linear(30, hidden), nn.Tanh(), nn.Linear(hidden, 1))
 

@@ -15,6 +15,7 @@ from helpers.blend_world import cached_checkpoints
 from helpers.swap_world import toy_backbone
 from ipsb.checkpoints import MissingCheckpointError
 from ipsb.data.latents import LatentPairDataModule
+from ipsb.stages.base import adamw
 from ipsb.stages.blend_module import BlendModule
 
 
@@ -25,7 +26,7 @@ def ckpts(tmp_path_factory):
 
 def _module(ckpts, **kw):
     seed_everything(0)
-    kw.setdefault("lr", 1e-2)
+    kw.setdefault("optimizer", adamw(kw.pop("lr", 1e-2)))
     return BlendModule(toy_backbone(), detail_checkpoint=str(ckpts["detail"]), **kw)
 
 

@@ -11,6 +11,7 @@ from helpers.swap_world import save_oracle_basis, toy_backbone
 from ipsb.callbacks.image_grid import SwapImageGrid
 from ipsb.checkpoints import MissingCheckpointError
 from ipsb.data.latents import LatentPairDataModule
+from ipsb.stages.base import adamw
 from ipsb.stages.detail_module import DetailModule
 from ipsb.stages.mapping_module import MappingModule
 from ipsb.stages.pair_batch import measure_pairs
@@ -33,7 +34,7 @@ def stage1_ckpt(tmp_path_factory):
     root = tmp_path_factory.mktemp("stage1")
     basis = save_oracle_basis(root / "basis.pt")
     seed_everything(0)
-    module = MappingModule(toy_backbone(), basis=str(basis), hidden_dim=32, depth=2, lr=1e-2)
+    module = MappingModule(toy_backbone(), basis=str(basis), hidden_dim=32, depth=2, optimizer=adamw(1e-2))
     _trainer(root, 1, val=False).fit(module, _data())
     return str(root / "last.ckpt"), module
 
@@ -41,7 +42,7 @@ def stage1_ckpt(tmp_path_factory):
 def test_detail_starts_at_stage1_and_trains_only_lambda(stage1_ckpt, tmp_path):
     path, stage1 = stage1_ckpt
     seed_everything(0)
-    module = DetailModule(toy_backbone(), mapping_checkpoint=path, lr=0.05)
+    module = DetailModule(toy_backbone(), mapping_checkpoint=path, optimizer=adamw(0.05))
     for k, v in stage1.editor.state_dict().items():                 # the stage-1 editor, as trained
         assert torch.equal(v, module.editor.state_dict()[k]), k
     bb = module.backbone

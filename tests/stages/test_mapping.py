@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 from helpers.swap_world import save_oracle_basis, toy_backbone
 from ipsb.callbacks.image_grid import SwapImageGrid
 from ipsb.data.latents import LatentPairDataModule
+from ipsb.stages.base import adamw
 from ipsb.stages.mapping_module import MappingModule, load_mapping_stage
 
 LOSSES = ("loss", "loss_id", "loss_geo", "loss_render", "loss_offset")
@@ -41,7 +42,7 @@ def _trainer(root, max_steps, callbacks=(), logger=False, val_every=None, val=Tr
 
 def _module(basis_path, **kw):
     seed_everything(0)
-    return MappingModule(toy_backbone(), basis=basis_path, hidden_dim=32, depth=2, lr=1e-2, **kw)
+    return MappingModule(toy_backbone(), basis=basis_path, hidden_dim=32, depth=2, optimizer=adamw(1e-2), **kw)
 
 
 def test_mapping_starts_at_the_source_and_logs_every_term(basis_path, tmp_path):

@@ -26,13 +26,14 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
 from ipsb.data.ffpp import FFPPDataModule
 from ipsb.data.ffpp_index import manipulated_dir, original_dir
+from ipsb.data.align import Aligner
 from ipsb.data.simple_aligners import CenterCropAligner
 from ipsb.data.video import write_video
 
@@ -128,7 +129,7 @@ class ToyFFPPDataModule(FFPPDataModule):
                  method: str = TOY_METHOD, frames_per_video: int = 4, source_frame: str = "first",
                  image_size: int = 64, manifest_path: Optional[str] = None, rebuild: bool = False,
                  swaps: Optional[str] = "manipulated", limit_pairs: Optional[int] = None, batch_size: int = 8,
-                 num_workers: int = 0, aligner: Optional[Any] = None):
+                 num_workers: int = 0, aligner: Optional[Aligner] = None):
         super().__init__(root=root, method=method, compression="c23", frames_per_video=frames_per_video,
                          source_frame=source_frame, image_size=image_size,
                          aligner=aligner if aligner is not None else CenterCropAligner(output_size=image_size),

@@ -6,7 +6,7 @@ a file of W+ inversions), so a sample does not depend on batch or rank. Each ran
 ``rank, rank + world, ...`` (an ``IterableDataset``, so Lightning does not add a
 ``DistributedSampler``, whose padding would count some samples twice) and pads its shard with
 ``valid = False`` entries so every rank runs the same number of steps (DDP's per-step buffer
-broadcast needs that); padded entries get weight 0 in the accumulators.
+broadcast needs that); the module skips padded entries.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
+
+from ipsb.data.latents import load_wplus_file
 
 
 def _rank_world() -> tuple[int, int]:
@@ -73,19 +75,3 @@ class BasisSampleDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup()
         return DataLoader(ShardedIndices(self.num_samples), batch_size=self.batch_size, num_workers=0)
-
-
-def load_wplus_file(path: str) -> torch.Tensor:
-    """Read W+ inversions ``[N,num_ws,w_dim]`` from a ``.pt`` file (tensor or ``{"wplus": tensor}``)."""
-    from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError, load_torch_file
-    from pathlib import Path
-
-    if not Path(path).is_file():
-        raise MissingCheckpointError(f"W+ inversion file '{path}' not found")
-    obj = load_torch_file(path, "W+ inversions")
-    if isinstance(obj, dict):
-        obj = obj.get("wplus")
-    if not isinstance(obj, torch.Tensor) or obj.dim() != 3:
-        raise CorruptCheckpointError(f"'{path}' should hold a W+ tensor [N,num_ws,w_dim] (or {{'wplus': ...}}), "
-                                     f"got {type(obj).__name__}{'' if not isinstance(obj, torch.Tensor) else list(obj.shape)}")
-    return obj.float()
