@@ -153,6 +153,7 @@ def run_one(regime: str, arm: str, seed: int, args, out: Path) -> dict:
     """Train stage 1 for one (regime, arm, seed) and measure it on the held-out pairs."""
     from lightning.pytorch import seed_everything
 
+    from ipsb.stages.base import adamw
     from ipsb.stages.mapping_module import MappingModule
 
     torch.set_num_threads(1)
@@ -163,7 +164,7 @@ def run_one(regime: str, arm: str, seed: int, args, out: Path) -> dict:
     layers = "0..9" if arm == "free_all" else None
     seed_everything(seed)
     module = MappingModule(backbone, basis=str(basis), mode=mode, layers=layers, hidden_dim=128, depth=2,
-                           lr=args.lr, render_weight=0.0, attr_weight=args.attr_weight)
+                           optimizer=adamw(args.lr), render_weight=0.0, attr_weight=args.attr_weight)
     pairs = args.small_pairs if regime == "small" else None
     stage1_toy.fit(module, args.steps, args.batch, out / "fits" / f"{regime}_{arm}_s{seed}", seed=seed, pairs=pairs)
     module.eval()

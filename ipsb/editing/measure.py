@@ -70,6 +70,9 @@ def combine_for_attribute(response: torch.Tensor, attribute: Attribute, face_mod
     rows = [i for i in _attribute_rows(face_model) if float(spread[i]) > 1e-6]
     target = attribute.to_coefficients(torch.ones(1, dtype=response.dtype), face_model.coeff_groups,
                                        response.shape[1])[0]
+    if not any(float(target[i]) != 0 for i in rows):
+        raise ValueError(f"the regressor's {attribute.name} does not vary over the sampled faces, so its "
+                         f"direction cannot be measured")
     scale = spread[rows].to(response.dtype)
     a = response[:, rows] / scale                         # [D,P] standardised responses
     t = target[rows] / scale                              # [P]

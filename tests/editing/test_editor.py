@@ -93,6 +93,25 @@ def test_default_strips_and_transfer_groups(toy32, toy_basis_file):
     assert get_attribute("exp[2]", toy32.face_model).group == "exp"
 
 
+def test_bfm_attributes_read_deep3d_coefficients():
+    """Deep3D's angles are about x, y, z (pitch, yaw, roll); SH lighting is channel-major r9 g9 b9."""
+    from ipsb.backbone.face_model import BFMFaceModel
+    from ipsb.editing.attributes import _bfm_table
+
+    groups = BFMFaceModel.coeff_groups
+    table = _bfm_table()
+    c = torch.zeros(1, 257)
+    c[0, groups["angle"][0] + 1] = 0.1                       # rotation about y
+    g0 = groups["gamma"][0]
+    c[0, g0 + 3], c[0, g0 + 12], c[0, g0 + 21] = -0.3, -0.3, -0.3   # first-order x term, every channel
+    c[0, g0], c[0, g0 + 18] = 0.4, 0.2                        # red DC above blue DC
+    assert abs(float(table["yaw"].read(c, groups)[0]) - 0.1 * 180 / torch.pi) < 1e-4
+    assert float(table["pitch"].read(c, groups)[0]) == 0
+    assert abs(float(table["light_x"].read(c, groups)[0]) - 0.3) < 1e-6
+    assert abs(float(table["warmth"].read(c, groups)[0]) - 0.1) < 1e-6
+    assert abs(float(table["ambient"].read(c, groups)[0]) - 0.2) < 1e-6
+
+
 def test_set_target_changes_only_the_named_attribute(toy32):
     editor = Editor(toy32)
     fm = toy32.face_model

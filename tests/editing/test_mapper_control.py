@@ -18,11 +18,13 @@ from ipsb.editing.editor import Editor
 
 @pytest.mark.slow
 def test_set_yaw_through_the_trained_mapper_turns_the_face(toy32, toy_basis_file, tmp_path):
+    from ipsb.stages.base import adamw
     from ipsb.stages.mapping_module import MappingModule
 
     _, basis_path = toy_basis_file
     seed_everything(0)
-    module = MappingModule(toy32, basis=str(basis_path), hidden_dim=128, depth=2, lr=3e-3, attr_weight=10.0,
+    module = MappingModule(toy32, basis=str(basis_path), hidden_dim=128, depth=2, optimizer=adamw(3e-3),
+                           attr_weight=10.0,
                            render_weight=0.0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
