@@ -39,6 +39,10 @@ BLEND_FALLBACK = {"model": {"class_path": "ipsb.stages.blend_module.BlendModule"
                                          "val_seed": 12345}}}
 
 
+#: free space asked of ``--out`` before training (four toy stage checkpoints, the grid, the table)
+MIN_FREE_BYTES = 32 << 20
+
+
 @dataclass
 class Budget:
     """Training lengths of one demo run."""
@@ -124,6 +128,7 @@ def run_demo(out: str | Path = "outputs/demo", overwrite: bool = False, fast: bo
     from ipsb.eval.evaluator import EvaluationModule
     from ipsb.eval.methods import IpsbSwapper
     from ipsb.eval.networks import MetricNetworks
+    from ipsb.data.output_plan import check_output_folder
     from ipsb.eval.table import check_writable
     from ipsb.data.toy_ffpp import ToyFFPPDataModule
     from ipsb.swap import FaceSwapper, swap_pairs
@@ -135,6 +140,7 @@ def run_demo(out: str | Path = "outputs/demo", overwrite: bool = False, fast: bo
     if grid_path.exists() and not overwrite:
         raise FileExistsError(f"'{grid_path}' exists; pass --overwrite or another --out")
     check_writable(out, "ffpp_toy", overwrite)
+    check_output_folder(out, MIN_FREE_BYTES, "the demo's checkpoints, grid and table")
     ck = out / "checkpoints"
     ck.mkdir(parents=True, exist_ok=True)
     # The toy world is made of many small ops; on small shared VMs one thread is faster than two
@@ -205,9 +211,5 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--tile", type=int, default=128, help="grid tile side in pixels (default 128)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for the toy world)")
     args = p.parse_args(argv)
-    try:
-        run_demo(args.out, args.overwrite, args.fast, args.tile, args.threads)
-    except FileExistsError as e:
-        print(f"ipsb demo: {e}")
-        return 2
+    run_demo(args.out, args.overwrite, args.fast, args.tile, args.threads)   # errors: the ipsb command's boundary
     return 0

@@ -9,7 +9,10 @@ world's training outputs under ``outputs/toy/``) and the backbone from ``--backb
 ``lightning_configs/backbone/``). An existing output is never overwritten unless ``--overwrite``;
 in batch mode every output is checked before anything is written, and two inputs that would write
 one output (``a.png`` and ``a.jpg`` -> ``a.png``) are refused, naming both. Video frames without a
-face are copied unchanged and counted. Exit code 0 on success, 1 on an error (message on stderr).
+face are copied unchanged and counted. The output folder is checked (writable, some free space)
+before any model is built; images are written through a temporary file and a rename. Exit code 0
+on success; an error ends in one line on stderr and exit code 2 (the ``ipsb`` command's error
+boundary, :mod:`ipsb.error_boundary`).
 """
 from __future__ import annotations
 
@@ -18,11 +21,13 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ipsb.data.output_plan import check_distinct_outputs
+from ipsb.data.output_plan import check_distinct_outputs, check_no_existing, check_output_folder, write_atomic
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 TOY = "outputs/toy"
+#: free space asked of the output folder before the models are built (a few swapped images)
+MIN_FREE_BYTES = 16 << 20
 DEFAULT_BACKBONE = str(Path(__file__).resolve().parent.parent / "lightning_configs" / "backbone" / "toy.yaml")
 
 
@@ -75,19 +80,19 @@ def plan(target: Path, out: Path) -> list[tuple[Path, Path]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``ipsb swap``; errors raise (the ``ipsb`` command reports them in one line, exit code 2)."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        jobs = plan(Path(args.target), Path(args.out))
-        existing = [str(o) for _, o in jobs if o.exists()]
-        if existing and not args.overwrite:
-            raise ValueError("output exists, not overwriting (pass --overwrite): " + ", ".join(existing))
-        if not Path(args.source).is_file():
-            raise ValueError(f"--source '{args.source}' does not exist")
-        swapper = _build(args)
-        return _run(swapper, args, jobs)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"ipsb swap: error: {e}", file=sys.stderr)
-        return 1
+    target, out = Path(args.target), Path(args.out)
+    jobs = plan(target, out)
+    check_no_existing([o for _, o in jobs], args.overwrite)
+    if not Path(args.source).is_file():
+        raise ValueError(f"--source '{args.source}' does not exist")
+    check_output_folder(out if target.is_dir() else out.parent, MIN_FREE_BYTES, "the swapped images")
+    from ipsb.swap import load_rgb
+
+    source = load_rgb(args.source)         # an unreadable source is named before the models are built
+    swapper = _build(args)
+    return _run(swapper, args, jobs, source)
 
 
 def _build(args):
@@ -104,13 +109,12 @@ def _build(args):
     return swapper.to(torch.device(args.device))
 
 
-def _run(swapper, args, jobs) -> int:
+def _run(swapper, args, jobs, source) -> int:
     from PIL import Image
 
     from ipsb.data.align import NoFaceError
     from ipsb.swap import load_rgb
 
-    source = load_rgb(args.source)
     skipped = []
     for target, out in jobs:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,12 +131,22 @@ def _run(swapper, args, jobs) -> int:
             skipped.append(str(target))
             print(f"{target}: skipped, {e}", file=sys.stderr)
             continue
-        Image.fromarray(frame).save(out)
+        write_atomic(out, lambda tmp: Image.fromarray(frame).save(tmp, format=_pil_format(out)))
         print(f"{out}")
     if skipped:
         print(f"{len(skipped)} image(s) without a face were skipped", file=sys.stderr)
     return 0
 
 
+def _pil_format(path: Path) -> str:
+    """PIL's format name for an output suffix (the temporary file's own suffix is ``.tmp``)."""
+    from PIL import Image
+
+    Image.init()
+    return Image.EXTENSION[path.suffix.lower()]
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from ipsb.cli import main as ipsb_main
+
+    sys.exit(ipsb_main(["swap", *sys.argv[1:]]))

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ipsb.cli import EXTRA_COMMANDS
-from ipsb.demo import main, run_demo, to_uint8_grid
+from ipsb.cli import main as ipsb_main
+from ipsb.demo import run_demo, to_uint8_grid
 
 
 def test_demo_grid_has_five_columns_per_row():
@@ -22,8 +23,8 @@ def test_demo_grid_has_five_columns_per_row():
 def test_demo_is_registered_and_refuses_to_overwrite(tmp_path, capsys):
     assert EXTRA_COMMANDS["demo"][0] == "ipsb.demo:main"
     (tmp_path / "grid.png").write_bytes(b"previous result")
-    assert main(["--out", str(tmp_path), "--fast"]) == 2          # refused before any training
-    assert "--overwrite" in capsys.readouterr().out
+    assert ipsb_main(["demo", "--out", str(tmp_path), "--fast"]) == 2          # refused before any training
+    assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "grid.png").read_bytes() == b"previous result"
     assert not (tmp_path / "checkpoints").exists()
 

@@ -105,11 +105,18 @@ class FaceBackbone(nn.Module):
         (and so in a stage checkpoint's record) but are not built and need not have their files.
         Every missing checkpoint file of the built components is named in one MissingCheckpointError.
         """
-        config = load_config(config)
-        target = resolve_class(config["class_path"], FaceBackbone, "backbone class_path")
-        validate(config, FaceBackbone, "backbone config")          # every entry, built or not
-        specs = config["init_args"]
-        backbone = target(**build_components(specs, target, "backbone", components))
+        source = config if isinstance(config, (str, os.PathLike)) else None
+        try:
+            config = load_config(config)
+            target = resolve_class(config["class_path"], FaceBackbone, "backbone class_path")
+            validate(config, FaceBackbone, "backbone config")          # every entry, built or not
+            specs = config["init_args"]
+            built = build_components(specs, target, "backbone", components)
+        except ConfigBuildError as e:
+            if source is None:
+                raise
+            raise ConfigBuildError(f"backbone config '{source}': {e}") from e    # which file said it
+        backbone = target(**built)
         backbone.config = copy.deepcopy(config)
         backbone.unbuilt = tuple(n for n, spec in specs.items() if spec is not None and getattr(backbone, n) is None)
         return backbone

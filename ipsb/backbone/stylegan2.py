@@ -268,18 +268,20 @@ def load_rosinality(path_or_name: str | os.PathLike = "stylegan2-ffhq-config-f.p
     Raises MissingCheckpointError (not found), CorruptCheckpointError (unreadable / truncated, or a
     checkpoint of another kind, e.g. an e4e encoder).
     """
-    from ipsb.checkpoints import CorruptCheckpointError, load_torch_file, resolve_checkpoint
+    from ipsb.checkpoints import (CorruptCheckpointError, WrongCheckpointKindError, describe_contents,
+                                  load_torch_file, resolve_checkpoint)
 
     path = resolve_checkpoint(path_or_name)
     what = "a rosinality StyleGAN2 checkpoint"
     ckpt = load_torch_file(path, what)
     if not isinstance(ckpt, dict) or "g_ema" not in ckpt:
-        keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        hint = (" It looks like an e4e/pSp checkpoint (use ipsb.backbone.encoder.load_e4e)."
-                if isinstance(ckpt, dict) and "state_dict" in ckpt else "")
-        raise CorruptCheckpointError(
-            f"'{path}' is not {what}: expected a dict with key 'g_ema' (generator state dict) and "
-            f"optionally 'latent_avg' [512], found {keys}.{hint}")
+        found = describe_contents(ckpt)
+        hint = (" For an e4e checkpoint's own generator use ipsb.backbone.encoder.load_e4e_decoder."
+                if found.startswith("an e4e") else "")
+        raise WrongCheckpointKindError(
+            f"'{path}' is {found}, not {what}: expected a dict with key 'g_ema' (generator state dict) and "
+            f"optionally 'latent_avg' [512]; give the generator file, e.g. stylegan2-ffhq-config-f.pt "
+            f"(checkpoints/README.md).{hint}")
     try:
         g = generator_from_state_dict(ckpt["g_ema"], ckpt.get("latent_avg"), what=f"'{path}' g_ema")
     except ValueError as e:

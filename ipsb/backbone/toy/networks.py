@@ -44,7 +44,8 @@ from torch import nn
 
 from ipsb.backbone.interfaces import CoeffRegressor, FaceMasker, IdentityEncoder
 from ipsb.backbone.toy import world
-from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError, load_torch_file
+from ipsb.backbone.state_loading import load_state_strict, read_state_dict
+from ipsb.checkpoints import MissingCheckpointError
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets" / "toy"
 #: Conv widths of the regressor and of the identity encoder (the shipped assets' architectures).
@@ -97,20 +98,16 @@ class ConvEncoder(nn.Module):
 
 
 def load_asset(module: nn.Module, path, what: str) -> Path:
-    """Load a float16 state dict from ``path`` into ``module`` strictly (float32), with clear errors."""
+    """Load a float16 state dict from ``path`` into ``module`` strictly (float32); an unreadable file or
+    one of another kind or layout is named in one line (:mod:`ipsb.backbone.state_loading`)."""
     p = Path(path)
     if not p.is_file():
         raise MissingCheckpointError(
             f"toy {what} weights '{p}' not found; they ship with ipsb in ipsb/assets/toy/ "
             f"(regenerate with `python -m ipsb.training.toy_networks --out DIR`, see ipsb/assets/toy/README.md)")
-    state = load_torch_file(p, f"toy {what} weights")
-    if not isinstance(state, dict):
-        raise CorruptCheckpointError(f"'{p}' should hold a state dict for the toy {what}, got {type(state).__name__}")
+    state, label = read_state_dict(p, f"toy {what} weights")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CorruptCheckpointError(f"'{p}' does not match the toy {what} architecture: {e}") from e
+    load_state_strict(module, state, label, f"toy {what}", optional=lambda key: False)
     return p
 
 
