@@ -1,33 +1,31 @@
 """SwapEvaluation on the toy FF++ tree equals ``ipsb test --config lightning_configs/eval/ffpp_toy.yaml``.
 
-A toy detail stage (from a briefly trained stage 1) trains one step with the callback measuring at the
-end of fit on a small toy FF++ tree, with the networks of ``ffpp_toy.yaml`` (clean preset, toy
-networks) and the swapper options ``ipsb test`` gets. The checkpoint of that same state then goes
-through ``ipsb test`` as an ``IpsbSwapper`` row; both rows must agree (1e-6 relative; both run the
-same IpsbSwapper code on the same batches, so they are expected to be identical).
+``ipsb fit --config lightning_configs/toy/detail.yaml`` trains one step from a briefly trained stage 1
+(32 px toy backbone) with the callback configured in YAML as a user would: the toy FF++ DataModule
+as its held-out pairs, the ``networks`` entry of ``ffpp_toy.yaml`` (clean preset, toy networks) and
+the swapper options ``ipsb test`` gets; it measures at the end of fit and logs to a CSV logger. The
+checkpoint of that same state then goes through ``ipsb test`` as an ``IpsbSwapper`` row. The logged
+values must equal the table's row (1e-6 relative; both run the same IpsbSwapper code on the same
+batches, so they are expected to be identical).
 """
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import pytest
 import yaml
-from lightning.pytorch import Trainer, seed_everything
 
-from helpers.blend_world import cached_checkpoints
-from helpers.swap_world import toy_backbone
-from ipsb.callbacks.swap_evaluation import SwapEvaluation
-from ipsb.data.latents import LatentPairDataModule
-from ipsb.data.toy_ffpp import ToyFFPPDataModule
-from ipsb.stages.base import adamw
-from ipsb.stages.detail_module import DetailModule
+from helpers.blend_world import cached_checkpoints, toy_backbone_yaml
 
 REPO = Path(__file__).resolve().parents[2]
+DETAIL = REPO / "lightning_configs" / "toy" / "detail.yaml"
 FFPP_TOY = REPO / "lightning_configs" / "eval" / "ffpp_toy.yaml"
-TREE = {"num_videos": 3, "num_frames": 6, "frames_per_video": 3, "batch_size": 4}
+TREE = {"num_videos": 3, "num_frames": 6, "frames_per_video": 2, "batch_size": 4}
 SWAPPER = {"inversion": "optimize", "invert_steps": 3, "invert_perceptual": 0.0}
-COLUMNS = ("id_top1_pct", "id_top5_pct", "id_cosine", "exp_l2", "pose_deg", "num_items")
+LOGGED = {"id_top1_pct": "val/id_top1", "id_top5_pct": "val/id_top5", "id_cosine": "val/id_cosine",
+          "exp_l2": "val/exp_l2", "pose_deg": "val/pose_deg"}
 
 
 @pytest.fixture(scope="module")
@@ -35,45 +33,50 @@ def ckpts(tmp_path_factory):
     return cached_checkpoints(tmp_path_factory)
 
 
-def test_callback_row_equals_the_ipsb_test_row_of_the_same_checkpoint(ckpts, tmp_path, monkeypatch):
+def test_callback_values_equal_the_ipsb_test_row_of_the_same_checkpoint(ckpts, tmp_path, monkeypatch):
     from ipsb.cli import main
 
+    monkeypatch.chdir(tmp_path)
     networks = yaml.safe_load(FFPP_TOY.read_text())["model"]["init_args"]["networks"]
     data = dict(root=str(tmp_path / "ffpp"), manifest_path=str(tmp_path / "manifest.json"), **TREE)
-    cb = SwapEvaluation(every_n_val_runs=0, networks=networks, fid=False, data=ToyFFPPDataModule(**data),
-                        swapper_args=SWAPPER)
-    seed_everything(0)
-    stage = DetailModule(toy_backbone(), mapping_checkpoint=str(ckpts["mapping"]), optimizer=adamw(0.02))
-    trainer = Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, callbacks=[cb],
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      limit_val_batches=0, num_sanity_val_steps=0, deterministic=True,
-                      default_root_dir=str(tmp_path / "fit"))
-    trainer.fit(stage, LatentPairDataModule(num_train_pairs=4, num_val_pairs=2, batch_size=4, seed=1))
-    detail_ckpt = tmp_path / "detail.ckpt"
-    trainer.save_checkpoint(str(detail_ckpt))
-    assert [h["step"] for h in cb.history] == [1]
-    row = cb.history[0]["row"]
-    assert row["preset"] == "clean" and row["num_items"] == 9
+    backbone = toy_backbone_yaml(tmp_path / "backbone.yaml")
+    fit = tmp_path / "fit.yaml"
+    fit.write_text(yaml.safe_dump({
+        "trainer": {"max_steps": 1, "limit_val_batches": 0, "default_root_dir": str(tmp_path / "fit"),
+                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                               "init_args": {"save_dir": str(tmp_path / "fit"), "name": "logs"}},
+                    "callbacks": [
+                        {"class_path": "ipsb.callbacks.swap_evaluation.SwapEvaluation",
+                         "init_args": {"every_n_val_runs": 0, "fid": False, "networks": networks,
+                                       "data": {"class_path": "ipsb.data.toy_ffpp.ToyFFPPDataModule",
+                                                "init_args": data},
+                                       "swapper_args": SWAPPER}},
+                        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                         "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True,
+                                       "every_n_train_steps": 1}}]},
+        "model": {"init_args": {"backbone": str(backbone), "mapping_checkpoint": str(ckpts["mapping"])}},
+        "data": {"init_args": {"num_train_pairs": 4, "num_val_pairs": 2, "batch_size": 4}}}))
+    assert main(["fit", "--config", str(DETAIL), "--config", str(fit)]) == 0
+    rows = list(csv.DictReader(open(next((tmp_path / "fit" / "logs").glob("*/metrics.csv")))))
+    logged = next(r for r in rows if r.get("val/id_cosine"))
+    assert int(logged["step"]) == 1 and "val/fid" not in logged
 
-    backbone = tmp_path / "backbone.yaml"
-    backbone.write_text(yaml.safe_dump(stage.backbone.config))
-    override = tmp_path / "override.yaml"
-    override.write_text(yaml.safe_dump({
+    test = tmp_path / "test.yaml"
+    test.write_text(yaml.safe_dump({
         "trainer": {"logger": False, "default_root_dir": str(tmp_path / "eval")},
         "model": {"init_args": {"output_dir": str(tmp_path / "eval"), "methods": [
             {"class_path": "ipsb.eval.methods.CopyTarget"}, {"class_path": "ipsb.eval.methods.CopySource"},
             {"class_path": "ipsb.eval.methods.IpsbSwapper",
-             "init_args": {"mapping_ckpt": str(ckpts["mapping"]), "detail_ckpt": str(detail_ckpt),
-                           "backbone": str(backbone), "swapper_args": SWAPPER, "output": "final"}}]}},
+             "init_args": {"mapping_ckpt": str(ckpts["mapping"]), "detail_ckpt": str(tmp_path / "ckpt" / "last.ckpt"),
+                           "backbone": str(backbone), "swapper_args": SWAPPER}}]}},
         "data": {"init_args": data}}))
-    monkeypatch.chdir(tmp_path)
-    assert main(["test", "--config", str(FFPP_TOY), "--config", str(override)]) == 0
-    table = json.loads((tmp_path / "eval" / "ffpp_toy.json").read_text())
-    ipsb_test = next(r for r in table["rows"] if r["method"] == "StyleIPSB (ipsb)")
-    for key in COLUMNS:
-        assert row[key] == pytest.approx(ipsb_test[key], rel=1e-6, abs=0), (key, row[key], ipsb_test[key])
-    print("callback:", {k: row[k] for k in COLUMNS}, "\nipsb test:", {k: ipsb_test[k] for k in COLUMNS})
+    assert main(["test", "--config", str(FFPP_TOY), "--config", str(test)]) == 0
+    table = {r["method"]: r for r in json.loads((tmp_path / "eval" / "ffpp_toy.json").read_text())["rows"]}
+    row = table["StyleIPSB (ipsb)"]
+    assert row["preset"] == "clean" and row["num_items"] == 6
+    for key, name in LOGGED.items():
+        assert float(logged[name]) == pytest.approx(row[key], rel=1e-6, abs=0), (key, logged[name], row[key])
+    print("callback:", {n: float(logged[n]) for n in LOGGED.values()}, "\nipsb test:", {k: row[k] for k in LOGGED})
     # not a trivial row: the swap is neither bound
-    bounds = {r["method"]: r for r in table["rows"]}
-    assert row["exp_l2"] != pytest.approx(bounds["copy target"]["exp_l2"], abs=1e-6)
-    assert row["id_cosine"] != pytest.approx(bounds["copy source"]["id_cosine"], abs=1e-6)
+    assert row["exp_l2"] != pytest.approx(table["copy target"]["exp_l2"], abs=1e-6)
+    assert row["id_cosine"] != pytest.approx(table["copy source"]["id_cosine"], abs=1e-6)
