@@ -7,8 +7,8 @@ results row to every logger of the trainer.
 
 **Pairs.**
 
-* W+ pairs (the default, for latent-pair runs): the first ``num_pairs`` validation pairs of the
-  run's DataModule (:class:`~ipsb.data.latents.LatentPairDataModule`,
+* W+ pairs (the default, for latent-pair runs): the first ``num_pairs`` validation pairs (all, if it
+  has fewer; the row's ``num_items`` says how many) of the run's DataModule (:class:`~ipsb.data.latents.LatentPairDataModule`,
   :class:`~ipsb.data.latents.LatentFileDataModule`: fixed by their seed, held out from training), or,
   when it has none, ``num_pairs`` pairs drawn with ``seed`` from the stage's generator. The stage swaps
   them (``swap_wplus(w_s, w_t)["swap"]``); each source code is an identity, the retrieval gallery is
@@ -87,7 +87,7 @@ class SwapEvaluation(Callback):
         networks: the metric networks (an ``ipsb test`` ``networks:`` config); None: the stage's backbone.
         fid: report FID (needs a ``fid`` feature network; the backbone's is its 3DMM coefficients).
         data: held-out image pairs (an FF++ DataModule); None: W+ pairs.
-        num_pairs: W+ pairs measured (None: all the DataModule's validation pairs).
+        num_pairs: W+ pairs measured, at most (None: all the DataModule's validation pairs).
         seed, truncation_psi: W+ pairs drawn from the generator when the DataModule has none.
         batch_size: pairs per batch (W+ pairs; image pairs keep the DataModule's batches).
         swapper_args: :class:`~ipsb.swap.FaceSwapper` options for image pairs (``inversion``,
@@ -125,6 +125,7 @@ class SwapEvaluation(Callback):
         #: every measurement of this run: ``{"step", "row" | "basis", "scalars"}`` (rank 0 and others alike)
         self.history: list[dict[str, Any]] = []
         self._evaluation: Optional[PairEvaluation] = None
+        self._backbone_networks: Optional[MetricNetworks] = None
         self._codes: Optional[torch.Tensor] = None
         self._pairs: Optional[torch.Tensor] = None
         self._real_ready = False
@@ -155,9 +156,11 @@ class SwapEvaluation(Callback):
         return isinstance(pl_module, BasisModule)
 
     def _metric_networks(self, pl_module: LightningModule) -> MetricNetworks:
-        if self.networks is None:
-            self.networks = MetricNetworks.from_backbone(pl_module.backbone, fid=self.fid)
-        return self.networks
+        if self.networks is not None:
+            return self.networks
+        if self._backbone_networks is None:
+            self._backbone_networks = MetricNetworks.from_backbone(pl_module.backbone, fid=self.fid)
+        return self._backbone_networks
 
     def _gallery(self, nets: MetricNetworks) -> str:
         if self.data is None:
@@ -187,10 +190,10 @@ class SwapEvaluation(Callback):
                 codes = sample_wplus(pl_module.backbone.generator, 2 * n, self.seed, self.truncation_psi)
                 pairs = torch.stack([torch.arange(n), torch.arange(n, 2 * n)], 1)
             if self.num_pairs is not None:
-                if pairs.shape[0] < self.num_pairs:
-                    raise ValueError(f"SwapEvaluation: num_pairs={self.num_pairs} but the DataModule has only "
-                                     f"{pairs.shape[0]} validation pairs; lower num_pairs or raise num_val_pairs")
-                pairs = pairs[:self.num_pairs]
+                pairs = pairs[:self.num_pairs]              # all of them when the DataModule has fewer
+            if pairs.shape[0] < 2:
+                raise ValueError(f"SwapEvaluation needs at least 2 held-out pairs, the DataModule has "
+                                 f"{pairs.shape[0]}; raise its num_val_pairs")
             self._codes, self._pairs = codes.cpu(), pairs.long().cpu()
         return self._codes, self._pairs
 
@@ -209,7 +212,8 @@ class SwapEvaluation(Callback):
             self.measure(trainer, pl_module)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.at_fit_end and self._is_basis(pl_module) and getattr(pl_module, "basis", None) is not None:
+        if self.at_fit_end and self._is_basis(pl_module) and getattr(pl_module, "basis", None) is not None \
+                and trainer.is_global_zero:
             self.measure_basis(trainer, pl_module)
 
     def state_dict(self) -> dict[str, Any]:
@@ -290,7 +294,7 @@ class SwapEvaluation(Callback):
 
     # ------------------------------------------------------------------ the basis
     def measure_basis(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
-        """The basis measures of a finished BasisModule (rank 0 logs them; no collective)."""
+        """The basis measures of a finished BasisModule (rank 0 only: the basis is the same on every rank)."""
         from ipsb.data.latents import sample_wplus
         from ipsb.eval.basis_measures import basis_report, w_spread
 
@@ -303,8 +307,7 @@ class SwapEvaluation(Callback):
         scalars = {f"{self.prefix}/{k}": float(v) for k, v in report.items()}
         self.history.append({"step": trainer.global_step, "basis": report, "scalars": scalars})
         self._publish(trainer, scalars, save=True)
-        if trainer.is_global_zero:
-            print("[ipsb] basis: " + ", ".join(f"{k} {v:.4g}" for k, v in report.items()))
+        print("[ipsb] basis: " + ", ".join(f"{k} {v:.4g}" for k, v in report.items()))
         return scalars
 
     # ------------------------------------------------------------------ logging

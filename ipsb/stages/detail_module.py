@@ -35,13 +35,13 @@ from torch import nn
 from ipsb.backbone.bundle import FaceBackbone
 from ipsb.backbone.interfaces import freeze
 from ipsb.checkpoints import load_stage_checkpoint
+from ipsb.eval.swap_measures import ERRORS, StepMeans, backbone_swap_errors
 from ipsb.losses.identity import identity_cosine
 from ipsb.losses.perceptual import perceptual_distance
 from ipsb.nets.layer_lambda import LayerLambda
 from ipsb.stages.mapping_module import attribute_terms, load_mapping_stage
 from ipsb.stages.base import PairStageModule, adamw
 from ipsb.stages.pair_batch import PairBatch, check_pair, face_mask, measure_pairs
-from ipsb.eval.swap_measures import ERRORS, StepMeans, backbone_swap_errors
 
 if TYPE_CHECKING:
     from ipsb.swap import FaceSwapper

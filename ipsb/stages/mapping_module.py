@@ -37,12 +37,12 @@ from ipsb.backbone.bundle import FaceBackbone
 from ipsb.basis.artifact import Basis
 from ipsb.basis.layers import layer_mask
 from ipsb.checkpoints import load_stage_checkpoint, sha256_file
+from ipsb.eval.swap_measures import ERRORS, StepMeans, backbone_swap_errors
 from ipsb.losses.attribute import attribute_losses, geometry_loss, render_loss
 from ipsb.losses.identity import identity_cosine
 from ipsb.nets.mapper import DEFAULT_SOURCE_GROUPS, DEFAULT_TARGET_GROUPS, CoeffMapper, SwapEditor
 from ipsb.stages.base import PairStageModule, adamw
 from ipsb.stages.pair_batch import PairBatch, check_pair, measure_pairs
-from ipsb.eval.swap_measures import ERRORS, StepMeans, backbone_swap_errors
 
 if TYPE_CHECKING:
     from ipsb.swap import FaceSwapper
@@ -176,7 +176,7 @@ class MappingModule(PairStageModule):
                                                  noise_mode=self.noise_mode)
         return {"source": pairs.image_s, "target": pairs.image_t, "swap": swap}
 
-    def face_swapper(self, **kwargs) -> FaceSwapper:
+    def face_swapper(self, **kwargs) -> "FaceSwapper":
         """The live stage as a :class:`~ipsb.swap.FaceSwapper` on images (a frozen copy of the mapper;
         stage 2 left at lambda = 1, i.e. the stage-1 swap; no stage 3). kwargs: its options."""
         from ipsb.nets.layer_lambda import LayerLambda

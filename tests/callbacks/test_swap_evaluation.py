@@ -203,5 +203,5 @@ def test_configuration_errors_are_one_line(basis_path, tmp_path):
         SwapEvaluation(every_n_val_runs=-1)
     with pytest.raises(ValueError, match="needs a 'fid' feature network"):
         _fit(basis_path, tmp_path, SwapEvaluation(networks=toy_clean_networks(fid=False)), max_steps=1)
-    with pytest.raises(ValueError, match="only 6 validation pairs"):
-        _fit(basis_path, tmp_path, SwapEvaluation(num_pairs=10), max_steps=1)
+    with pytest.raises(ValueError, match="at least 2 held-out pairs"):
+        _fit(basis_path, tmp_path, SwapEvaluation(), max_steps=1, val_pairs=1)
