@@ -138,7 +138,7 @@ def evaluate(backbone, swaps: dict, n_pairs: int = 64, batch: int = 16, per_samp
     from ipsb.data.latents import LatentPairDataModule
     from ipsb.losses.perceptual import perceptual_distance
     from ipsb.stages.pair_batch import face_mask, measure_pairs
-    from ipsb.stages.swap_metrics import swap_errors
+    from ipsb.eval.swap_measures import backbone_swap_errors
 
     gen = backbone.generator
     dm = LatentPairDataModule(num_train_pairs=1, num_val_pairs=n_pairs, val_batch_size=batch, truncation_psi=0.7,
@@ -152,7 +152,8 @@ def evaluate(backbone, swaps: dict, n_pairs: int = 64, batch: int = 16, per_samp
         for name, fn in swaps.items():
             w = fn(pairs)
             img = gen.synthesis(w, noise_mode="const")
-            m = swap_errors(backbone, img, pairs.reference)
+            m = backbone_swap_errors(backbone, img, pairs.reference)
+            m["id_cosine"] = m.pop("id_similarity")
             m.update(true_errors(gen, w, pairs.w_s, pairs.w_t))
             if lpips:
                 m["lpips_outside"] = perceptual_distance(backbone.perceptual, img, pairs.image_t, outside)
