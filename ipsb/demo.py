@@ -53,8 +53,9 @@ NO_SWAP_ROW = "no swap (the source as it is)"
 TARGET_ROW = "target (attribute bound)"
 IPSB_ROWS = {"stage1": "ipsb stage 1", "stage2": "ipsb stage 2", "final": "ipsb final (stage 3)"}
 TOY_NOTE = ("Toy world: a seeded 64 px synthetic face generator whose expression, pose and identity are known, "
-            "measured by small networks trained on it (ipsb/assets/toy/); the measured rows compare with each "
-            "other only, not with the paper's FF++ rows or with numbers on real faces.")
+            "measured by small networks trained on it (ipsb/assets/toy/; the identity network is also the "
+            "stages' identity loss), so these rows compare with each other only, not with the paper's FF++ rows "
+            "or with numbers on real faces.")
 
 
 @dataclass

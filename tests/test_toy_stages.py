@@ -26,6 +26,13 @@ def _plain(x):
     return json.loads(json.dumps(x))
 
 
+def _within(want, have) -> bool:
+    """``want`` (as written in a config) is ``have`` (as stored), where ``have`` may also fill in defaults."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(k in have and _within(v, have[k]) for k, v in want.items())
+    return _plain(want) == _plain(have)
+
+
 def _config(stage: str) -> dict:
     return yaml.safe_load(config_path(f"toy/{stage}.yaml").read_text())
 
@@ -60,13 +67,12 @@ def test_shipped_stage_is_what_its_config_describes(stage):
     for key, want in cfg["model"]["init_args"].items():
         if key == moved:
             continue
-        if key == "backbone":                                     # the toy backbone config, as written
-            assert _plain(hp["backbone"]) == _plain(yaml.safe_load(config_path("backbone/toy.yaml").read_text()))
-        elif key == "optimizer":                                  # stored with the optimizer's defaults filled in
-            assert hp[key]["class_path"] == want["class_path"]
-            assert _plain(want["init_args"]).items() <= _plain(hp[key]["init_args"]).items()
-        else:
-            assert _plain(hp[key]) == _plain(want), key
+        if key == "backbone":     # the toy backbone config (stored with every component's defaults filled in)
+            toy = yaml.safe_load(config_path("backbone/toy.yaml").read_text())
+            assert _within(toy, hp["backbone"])
+            assert all(v is None for k, v in hp["backbone"]["init_args"].items() if k not in toy["init_args"])
+        else:                     # the optimizer also with its defaults filled in
+            assert _within(want, hp[key]), key
     assert ckpt["global_step"] == cfg["trainer"]["max_steps"]     # trained for the config's whole run
     # the backbone files it was trained with are the shipped toy networks
     hashes = ckpt["ipsb_backbone"]["file_hashes"]
@@ -134,3 +140,25 @@ def test_retrain_command_runs_as_typed_with_tiny_step_counts(tmp_path):
     install(out, dest, log=lambda *_: None)                        # what --overwrite does, into a copy
     assert {p.name for p in dest.iterdir()} == set(TOY_STAGE_FILES.values())
     assert sha256_file(dest / "blend.ckpt") == record["stages"]["blend"]["sha256"]
+
+
+def test_ipsb_swap_defaults_to_the_shipped_stages(tmp_path):
+    """``ipsb swap --source A --target B --out C`` with no stage options swaps with the shipped toy stages."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from ipsb.cli import main as ipsb_main
+    from ipsb.swap_cli import build_parser
+
+    args = build_parser().parse_args(["--source", "a", "--target", "b", "--out", "c"])
+    assert (args.mapping, args.detail, args.blend) == tuple(str(toy_stage_path(s)) for s in ("mapping", "detail",
+                                                                                              "blend"))
+    assert args.backbone == str(config_path("backbone/toy.yaml"))
+    target = data.astronaut()
+    Image.fromarray(target).save(tmp_path / "target.png")
+    Image.fromarray(np.ascontiguousarray(target[:, ::-1])).save(tmp_path / "source.png")
+    assert ipsb_main(["swap", "--source", str(tmp_path / "source.png"), "--target", str(tmp_path / "target.png"),
+                      "--out", str(tmp_path / "out.png")]) == 0
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert out.shape == target.shape and 200 < (out != target).any(-1).sum() < 0.25 * out.shape[0] * out.shape[1]
