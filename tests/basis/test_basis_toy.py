@@ -107,10 +107,11 @@ def test_basis_toy_config_meets_the_acceptance(tmp_path):
     """``ipsb fit --config lightning_configs/toy/basis.yaml`` as shipped (64 samples)."""
     from ipsb.backbone.toy.networks import ToyIdentity
     from ipsb.cli import main
+    from test_basis_configs import checkpoints_under
 
     out = tmp_path / "basis.pt"
     main(["fit", "--config", str(CONFIG_PATH), "--model.init_args.output_path", str(out),
-          "--trainer.default_root_dir", str(tmp_path / "run")])
+          "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.callbacks", checkpoints_under(tmp_path)])
     basis = Basis.load(out)
     gen, ident = freeze(toy.ToyGenerator()), freeze(ToyIdentity())
     assert basis.config["num_samples"] == 64
