@@ -12,7 +12,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
-DATA_FILES = ["*.yaml", "*.md", "*.pt", "*.ckpt", "*.json"]
+DATA_FILES = ["*"]   # every file of a data folder
 
 
 def data_packages(package: str, folder: str) -> list[str]:
