@@ -362,18 +362,39 @@ def names_class(class_path: str, cls: type) -> bool:
     return isinstance(target, type) and issubclass(target, cls)
 
 
+def files_beside(path: str | os.PathLike, ckpt: dict, stage_cls: type) -> dict[str, str]:
+    """The input files a stage checkpoint names by a relative path (``stage_cls.input_files``: another
+    stage's checkpoint, a basis) that the working directory does not have but the checkpoint's own
+    folder does: ``{argument: path next to the checkpoint}``.
+
+    Relative paths resolve against the working directory (docs/architecture.md, paths); this fallback
+    lets a folder of stage checkpoints that name each other by file name (the shipped toy stages,
+    ``python -m ipsb.training.toy_stages``) be moved or installed as a whole.
+    """
+    hparams = ckpt.get("hyper_parameters") or {}
+    found = {}
+    for name in getattr(stage_cls, "input_files", ()):
+        value = hparams.get(name)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and not Path(value).exists():
+            beside = Path(path).parent / value
+            if beside.is_file():
+                found[name] = str(beside)
+    return found
+
+
 def load_stage_checkpoint(path: str | os.PathLike, stage_cls: type, role: Optional[str] = None, **kwargs):
     """``stage_cls.load_from_checkpoint(path, **kwargs)`` on CPU, with every way the file can be wrong
     named in one line (:func:`read_stage_checkpoint`, plus hyper-parameters that cannot be built and
     weights that do not fit the stage -> :class:`UnexpectedContentError` / :class:`CorruptCheckpointError`).
     The one loader of stage checkpoints (``load_mapping_stage``, ``load_detail_stage``,
-    ``FaceSwapper.from_checkpoints``).
+    ``FaceSwapper.from_checkpoints``). Input files named relative to the checkpoint's folder are
+    found there (:func:`files_beside`); ``kwargs`` take precedence.
     """
     from argparse import ArgumentError
 
     from ipsb.config_objects import ConfigBuildError, short_error
 
-    read_stage_checkpoint(path, stage_cls, role)
+    kwargs = {**files_beside(path, read_stage_checkpoint(path, stage_cls, role), stage_cls), **kwargs}
     try:
         return stage_cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True, **kwargs)
     except (ConfigBuildError, ArgumentError) as e:   # ipsb's builder, or Lightning's instantiator (jsonargparse)

@@ -20,7 +20,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "toy-report": ("ipsb.backbone.toy.report:main", "accuracy of the toy world's trained networks"),
     "align": ("ipsb.data.align_cli:main", "FFHQ-align photos with dlib (crop + matrix to paste back)"),
     "swap": ("ipsb.swap_cli:main", "swap the face of a source photo onto a photo, a video or a folder"),
-    "demo": ("ipsb.demo:main", "the whole method on the toy world: train, swap, grid + FF++-style table"),
+    "demo": ("ipsb.demo:main", "the whole method on the toy world: shipped stages (or --train), grid + FF++-style table"),
     "edit": ("ipsb.editing.cli:main", "edit a face along the StyleIPSB basis or set its 3DMM coefficients"),
 }
 

@@ -4,9 +4,9 @@
     ipsb swap --source A.jpg --target clip.mp4 --out swapped.mp4        # audio-free mp4, progress bar
     ipsb swap --source A.jpg --target photos/ --out swapped/             # batch: images and videos
 
-The stages come from their checkpoints (``--mapping``, ``--detail``, ``--blend``; defaults: the toy
-world's training outputs under ``outputs/toy/``) and the backbone from ``--backbone`` (a YAML of
-``lightning_configs/backbone/``). An existing output is never overwritten unless ``--overwrite``;
+The stages come from their checkpoints (``--mapping``, ``--detail``, ``--blend``; defaults: the trained
+toy stages that ship with ipsb, :func:`ipsb.assets.toy_stage_path`) and the backbone from
+``--backbone`` (a YAML of ``lightning_configs/backbone/``; default: the toy world's). An existing output is never overwritten unless ``--overwrite``;
 in batch mode every output is checked before anything is written, and two inputs that would write
 one output (``a.png`` and ``a.jpg`` -> ``a.png``) are refused, naming both. Video frames without a
 face are copied unchanged and counted. The output folder is checked (writable, some free space)
@@ -25,24 +25,27 @@ from ipsb.data.output_plan import check_distinct_outputs, check_no_existing, che
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
-TOY = "outputs/toy"
 #: free space asked of the output folder before the models are built (a few swapped images)
 MIN_FREE_BYTES = 16 << 20
-DEFAULT_BACKBONE = str(Path(__file__).resolve().parent.parent / "lightning_configs" / "backbone" / "toy.yaml")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ipsb.assets import config_path, toy_stage_path
+
     p = argparse.ArgumentParser(prog="ipsb swap", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", required=True, help="image with the face to use (identity)")
     p.add_argument("--target", required=True, help="image, video, or a folder of them (the face is replaced)")
     p.add_argument("--out", required=True, help="output image / .mp4, or a folder in batch mode")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="backbone YAML (default: the toy world)")
-    p.add_argument("--mapping", default=f"{TOY}/mapping/checkpoints/last.ckpt", help="stage-1 checkpoint")
-    p.add_argument("--detail", default=f"{TOY}/detail/checkpoints/last.ckpt", help="stage-2 checkpoint")
-    p.add_argument("--blend", default=f"{TOY}/blend/checkpoints/last.ckpt",
-                   help="stage-3 checkpoint ('none': skip blending)")
+    p.add_argument("--backbone", default=str(config_path("backbone/toy.yaml")),
+                   help="backbone YAML (default: the toy world)")
+    p.add_argument("--mapping", default=str(toy_stage_path("mapping")),
+                   help="stage-1 checkpoint (default: the shipped toy stage)")
+    p.add_argument("--detail", default=str(toy_stage_path("detail")),
+                   help="stage-2 checkpoint (default: the shipped toy stage)")
+    p.add_argument("--blend", default=str(toy_stage_path("blend")),
+                   help="stage-3 checkpoint ('none': skip blending; default: the shipped toy stage)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--inversion", default="auto", choices=("auto", "encoder", "optimize"),
                    help="auto: the backbone's encoder (e4e) if any, else optimisation")

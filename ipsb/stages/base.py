@@ -80,6 +80,9 @@ class StageModule(LightningModule):
     #: How errors and ``ipsb`` messages name this stage's checkpoints, and how to make one.
     checkpoint_label: str = "stage"
     train_hint: str = ""
+    #: Constructor arguments that name files this stage reads (another stage's checkpoint, a basis):
+    #: a relative one is also looked up next to a checkpoint that names it (``load_stage_checkpoint``).
+    input_files: tuple[str, ...] = ()
 
     def __init__(self, backbone: FaceBackbone, optimizer: Optional[OptimizerCallable] = adam(),
                  lr_scheduler: Optional[LRSchedulerCallable] = None):

@@ -64,6 +64,7 @@ class BlendModule(PairStageModule):
     """
 
     checkpoint_label = "stage-3"
+    input_files = ("detail_checkpoint", "mapping_checkpoint")
     train_hint = "ipsb fit --config lightning_configs/toy/blend.yaml (or blend.yaml)"
 
     def __init__(self, backbone: FaceBackbone, detail_checkpoint: str, mapping_checkpoint: Optional[str] = None,

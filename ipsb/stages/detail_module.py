@@ -67,6 +67,7 @@ class DetailModule(PairStageModule):
     """
 
     checkpoint_label = "stage-2"
+    input_files = ("mapping_checkpoint",)
     train_hint = "ipsb fit --config lightning_configs/toy/detail.yaml (or detail.yaml)"
 
     def __init__(self, backbone: FaceBackbone, mapping_checkpoint: str, finetune_mapper: bool = False,

@@ -78,6 +78,7 @@ class MappingModule(PairStageModule):
     """
 
     checkpoint_label = "stage-1"
+    input_files = ("basis",)
     train_hint = "ipsb fit --config lightning_configs/toy/mapping.yaml (or mapping.yaml)"
 
     def __init__(self, backbone: FaceBackbone, basis: Optional[str] = None, mode: str = "basis",
