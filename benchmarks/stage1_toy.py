@@ -9,7 +9,8 @@ no-swap baseline ``G(w_s)``:
 
 * expression / pose error to the target, from the toy regressor (what the stages see) and from the
   toy world's ground truth ``generator.coefficients(w)`` (what is true), pose in degrees;
-* toy identity cosine to the source (ToyIdentity);
+* toy identity cosine to the source (ToyIdentity), and the ground-truth identity error (L2 of the
+  toy identity coefficients id + tex of the swap minus the source's);
 * LPIPS (toy backbone's perceptual net) to the target outside the target's face mask.
 
 Acceptance: stage 1 reduces both errors by >= 50 % with identity cosine >= 0.8; stage 2 lowers the
@@ -24,6 +25,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 import yaml
@@ -80,8 +82,11 @@ def oracle_basis(gen):
     return Basis(q.float(), groups, {}, {}, mask, gen.num_ws, gen.w_dim, None, {"kind": "oracle"})
 
 
-def fit(module, steps: int, batch: int, root: Path, seed: int, device: str = "cpu"):
-    """Train ``module`` for ``steps`` on LatentPairDataModule pairs; returns the last checkpoint path."""
+def fit(module, steps: int, batch: int, root: Path, seed: int, device: str = "cpu", pairs: Optional[int] = None):
+    """Train ``module`` for ``steps`` on LatentPairDataModule pairs; returns the last checkpoint path.
+
+    ``pairs``: training pairs drawn with ``seed`` (default ``steps * batch``: a fresh pair for every
+    sample); fewer pairs are cycled through in reshuffled epochs (the small-data regime)."""
     from lightning.pytorch import Callback, Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -92,10 +97,11 @@ def fit(module, steps: int, batch: int, root: Path, seed: int, device: str = "cp
 
     from ipsb.data.latents import LatentPairDataModule
 
-    dm = LatentPairDataModule(num_train_pairs=max(steps * batch, batch), num_val_pairs=2, batch_size=batch,
+    dm = LatentPairDataModule(num_train_pairs=pairs or max(steps * batch, batch), num_val_pairs=2, batch_size=batch,
                               truncation_psi=0.7, seed=seed)
     ckpt = ModelCheckpoint(dirpath=str(root), save_last=True, save_top_k=0)
     trainer = Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1, max_steps=steps,
+                      max_epochs=-1,
                       logger=False, callbacks=[ckpt, Progress()],
                       enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                       limit_val_batches=0, deterministic=True, default_root_dir=str(root))
@@ -105,42 +111,63 @@ def fit(module, steps: int, batch: int, root: Path, seed: int, device: str = "cp
     return ckpt.last_model_path
 
 
+def true_errors(gen, w: torch.Tensor, w_s: torch.Tensor, w_t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Ground-truth errors of swapped codes ``w`` ``[B,num_ws,w_dim]`` (toy ``generator.coefficients``):
+
+    * ``id_error_true``: L2 of the identity coefficients (id 8 + tex 6, unit scale) of ``w`` minus
+      those of the source ``w_s`` (0: the identity is exactly the source's);
+    * ``exp_error_true``: L2 of the expression coefficients of ``w`` minus the target's;
+    * ``pose_error_true``: L2 of (yaw, pitch, roll) of ``w`` minus the target's, in degrees.
+    """
+    slices = gen.face_model.coeff_groups
+    true, true_s, true_t = gen.coefficients(w), gen.coefficients(w_s), gen.coefficients(w_t)
+
+    def part(c, names):
+        return torch.cat([c[:, slices[n][0]:slices[n][1]] for n in names], 1)
+
+    return {"id_error_true": (part(true, ("id", "tex")) - part(true_s, ("id", "tex"))).norm(dim=1),
+            "exp_error_true": (part(true, ("exp",)) - part(true_t, ("exp",))).norm(dim=1),
+            "pose_error_true": ((part(true, ("angle",)) - part(true_t, ("angle",))) * 180 / torch.pi).norm(dim=1)}
+
+
 @torch.no_grad()
-def evaluate(backbone, swaps: dict, n_pairs: int = 64, batch: int = 16) -> dict[str, dict[str, float]]:
-    """``swaps``: name -> fn(PairBatch) -> W+ ``[B,num_ws,w_dim]``. Returns name -> metric -> mean."""
+def evaluate(backbone, swaps: dict, n_pairs: int = 64, batch: int = 16, per_sample: bool = False,
+             lpips: bool = True) -> dict:
+    """``swaps``: name -> fn(PairBatch) -> W+ ``[B,num_ws,w_dim]``. Returns name -> metric -> mean
+    (``per_sample``: name -> metric -> list of the ``n_pairs`` values, pair order fixed)."""
     from ipsb.data.latents import LatentPairDataModule
     from ipsb.losses.perceptual import perceptual_distance
     from ipsb.stages.pair_batch import face_mask, measure_pairs
-    from ipsb.stages.swap_metrics import swap_errors
+    from ipsb.eval.swap_measures import backbone_swap_errors
 
     gen = backbone.generator
     dm = LatentPairDataModule(num_train_pairs=1, num_val_pairs=n_pairs, val_batch_size=batch, truncation_psi=0.7,
                               generator=gen)
     dm.setup("validate")
-    a_e, b_e = backbone.face_model.coeff_groups["exp"]
-    a_p, b_p = backbone.face_model.coeff_groups["angle"]
-    sums: dict[str, dict[str, float]] = {k: {} for k in swaps}
+    values: dict[str, dict[str, list]] = {k: {} for k in swaps}
     device = gen.w_avg.device
     for b in dm.val_dataloader():
         pairs = measure_pairs(backbone, b["w_s"].to(device), b["w_t"].to(device))
-        outside = 1 - face_mask(backbone, pairs.image_t, pairs.coeff_t)
-        true_t = gen.coefficients(pairs.w_t)
+        outside = 1 - face_mask(backbone, pairs.image_t, pairs.coeff_t) if lpips else None
         for name, fn in swaps.items():
             w = fn(pairs)
             img = gen.synthesis(w, noise_mode="const")
-            m = swap_errors(backbone, img, pairs.reference)
-            true = gen.coefficients(w)
-            m["exp_error_true"] = (true[:, a_e:b_e] - true_t[:, a_e:b_e]).norm(dim=1)
-            m["pose_error_true"] = ((true[:, a_p:b_p] - true_t[:, a_p:b_p]) * 180 / torch.pi).norm(dim=1)
-            m["lpips_outside"] = perceptual_distance(backbone.perceptual, img, pairs.image_t, outside)
+            m = backbone_swap_errors(backbone, img, pairs.reference)
+            m["id_cosine"] = m.pop("id_similarity")
+            m.update(true_errors(gen, w, pairs.w_s, pairs.w_t))
+            if lpips:
+                m["lpips_outside"] = perceptual_distance(backbone.perceptual, img, pairs.image_t, outside)
             for k, v in m.items():
-                sums[name][k] = sums[name].get(k, 0.0) + float(v.sum())
-    return {name: {k: v / n_pairs for k, v in d.items()} for name, d in sums.items()}
+                values[name].setdefault(k, []).extend(v.flatten().tolist())
+    if per_sample:
+        return values
+    return {name: {k: sum(v) / len(v) for k, v in d.items()} for name, d in values.items()}
 
 
 def table(results: dict[str, dict[str, float]], baseline: str = "no swap (w_s)") -> str:
     base = results[baseline]
-    cols = ["exp_error", "pose_error", "exp_error_true", "pose_error_true", "id_cosine", "lpips_outside"]
+    cols = ["exp_error", "pose_error", "exp_error_true", "pose_error_true", "id_cosine", "id_error_true",
+            "lpips_outside"]
     head = f"{'method':<24}" + "".join(f"{c:>17}" for c in cols)
     lines = [head, "-" * len(head)]   # (change vs no swap: -50% halves an error)
     for name, r in results.items():

@@ -121,8 +121,9 @@ class UnexpectedContentError(CorruptCheckpointError, ValueError):
 
 
 class WrongCheckpointKindError(UnexpectedContentError):
-    """A stage checkpoint of another kind than expected (e.g. a DetailModule one where a
-    MappingModule one is needed), or not a stage checkpoint at all."""
+    """A checkpoint of another kind than expected: a stage checkpoint of another stage (a DetailModule
+    one where a MappingModule one is needed), or a file of another kind altogether (a Lightning
+    checkpoint given as a generator); the message says what the file is (:func:`describe_contents`)."""
 
 
 def search_dirs() -> list[Path]:
@@ -169,27 +170,61 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+#: first bytes of a file written by ``torch.save(..., _use_new_zipfile_serialization=False)`` (the
+#: format of checkpoints from before PyTorch 1.6, e.g. HopeNet's): a pickled magic number
+LEGACY_TORCH_HEADER = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+ZIP_HEADER = b"PK\x03\x04"
+
+
+def _global_exists(dotted: str) -> bool:
+    """Whether a pickle's ``GLOBAL module.name`` may name something real. Nothing is imported to find
+    out: a module that is not imported counts as real unless it is the cut-off start of one that is
+    (``coll`` of ``collections``). A truncated pickle names cut-off globals."""
+    import sys
+
+    module, _, name = dotted.rpartition(".")
+    if not name or not module:
+        return False
+    mod = sys.modules.get(module)
+    if mod is None:
+        return not any(m.startswith(module) for m in sys.modules)
+    return hasattr(mod, name)
+
+
 def unreadable_reason(path: str | os.PathLike, error: BaseException) -> str:
-    """Why ``torch.load`` could not read ``path``, in a few words (empty, truncated, not a zip, ...)."""
+    """Why ``torch.load(weights_only=True)`` could not read ``path``, in a few words: empty, truncated
+    or damaged (zip archive or PyTorch's legacy format), not a PyTorch file, or pickled objects."""
+    import re
+
     p = Path(path)
     try:
         size = p.stat().st_size
         with open(p, "rb") as f:
-            head = f.read(4)
+            head = f.read(len(LEGACY_TORCH_HEADER))
     except OSError as e:
         return f"it cannot be opened ({e.strerror or e})"
     if size == 0:
         return "it is empty (0 bytes)"
     text = str(error)
-    refused = "Weights only load failed" in text
-    if refused and (head[:2] == b"PK" or head[:1] == b"\x80"):     # a zip archive, or a legacy pickle
-        return ("it holds pickled Python objects, which ipsb never unpickles (a safe weights-only load "
-                "refused them)")
-    if head[:2] != b"PK":
-        return "it is not a PyTorch checkpoint (not a zip archive)"
-    if not zipfile.is_zipfile(p):
-        return f"it is truncated or damaged ({size} bytes; the zip archive has no end record)"
-    return f"it is damaged ({type(error).__name__}: {text.splitlines()[0] if text else ''})"
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(error).__name__)
+    is_zip, is_legacy = (head.startswith(h) or (size < len(h) and h.startswith(head))
+                         for h in (ZIP_HEADER, LEGACY_TORCH_HEADER))
+    damaged = f"it is truncated or damaged ({size} bytes"
+    if is_zip and not zipfile.is_zipfile(p):
+        return damaged + "; the zip archive has no end record)"
+    if "Weights only load failed" in text:
+        named = re.search(r"GLOBAL ([\w.]+)", text)
+        if named and (is_zip or is_legacy) and not _global_exists(named.group(1)):
+            return damaged + f"; it names '{named.group(1)}', which does not exist)"
+        pickle = is_zip or is_legacy or head[:1] == b"\x80"     # protocol >= 2 pickles start with PROTO
+        if pickle and (named or "Unsupported operand" in text):
+            return ("it holds pickled Python objects, which ipsb never unpickles (a safe weights-only load "
+                    "refused them)")
+    if is_legacy:
+        return damaged + f" in PyTorch's legacy format: {type(error).__name__}: {first})"
+    if not is_zip:
+        return "it is not a PyTorch checkpoint (neither a zip archive nor PyTorch's legacy format)"
+    return f"it is damaged ({type(error).__name__}: {first})"
 
 
 def _unreadable(path, what: str, error: BaseException, hint: str) -> CorruptCheckpointError:
@@ -210,6 +245,75 @@ def load_torch_file(path: str | os.PathLike, what: str, weights_only: bool = Tru
         raise MissingCheckpointError(f"{what} file '{path}' not found") from e
     except Exception as e:  # zip/pickle errors come in many types
         raise _unreadable(path, what, e, hint) from e
+
+
+def describe_contents(obj) -> str:
+    """What a loaded checkpoint holds, in a few words, for "wrong kind" messages: an ipsb stage
+    checkpoint (and which stage), a Lightning checkpoint, an ipsb basis, W+ codes, a rosinality
+    generator, an e4e/pSp checkpoint, a Deep3D checkpoint, a state dict, or else its type / keys."""
+    import torch
+
+    if torch.is_tensor(obj):
+        return f"a bare tensor of shape {list(obj.shape)}"
+    if not isinstance(obj, dict):
+        return f"a {type(obj).__name__}"
+    hparams = obj.get("hyper_parameters")
+    stage = obj.get(STAGE_KEY) or (hparams.get("_class_path") if isinstance(hparams, dict) else None)
+    if isinstance(stage, str):
+        return f"an ipsb {stage.rsplit('.', 1)[-1]} checkpoint (Lightning)"
+    if "pytorch-lightning_version" in obj or {"state_dict", "epoch", "global_step"} <= set(obj):
+        return "a Lightning training checkpoint"
+    if obj.get("kind") == "ipsb.basis":
+        return "an ipsb basis file"
+    if "wplus" in obj:
+        return "a W+ code file"
+    if "g_ema" in obj:
+        return "a rosinality StyleGAN2 checkpoint (g_ema)"
+    if "opts" in obj and isinstance(obj.get("state_dict"), dict):
+        return "an e4e/pSp checkpoint (state_dict + opts)"
+    if "net_recon" in obj:
+        return "a Deep3DFaceRecon checkpoint (net_recon)"
+    keys = [str(k) for k in list(obj)[:4]] + (["..."] if len(obj) > 4 else [])
+    if obj and all(torch.is_tensor(v) for v in obj.values()):
+        return f"a state dict of {len(obj)} tensor{'s' if len(obj) > 1 else ''} ({', '.join(keys)})"
+    return f"a dict with keys {', '.join(keys) or '(none)'}"
+
+
+def foreign_kind(obj) -> Optional[str]:
+    """:func:`describe_contents` when ``obj`` is a file of a kind ipsb knows (a stage, Lightning,
+    basis, W+, generator, e4e or Deep3D file), else None (a plain or wrapped state dict)."""
+    if not isinstance(obj, dict):
+        return None
+    what = describe_contents(obj)
+    return None if what.startswith(("a state dict", "a dict with keys")) else what
+
+
+def load_mat_file(path: str | os.PathLike, what: str,
+                  hint: str = "Download or create it again (checkpoints/README.md).") -> dict:
+    """``scipy.io.loadmat`` with a clear error for a missing, empty, truncated or non-MATLAB file
+    (MATLAB files hold arrays only: reading one runs no code)."""
+    import scipy.io
+
+    p = Path(path)
+    if not p.is_file():
+        raise MissingCheckpointError(f"{what} file '{path}' not found. {hint}")
+    try:
+        return scipy.io.loadmat(str(p))
+    except Exception as e:   # scipy raises several types for a damaged file
+        with open(p, "rb") as f:
+            head = f.read(len(LEGACY_TORCH_HEADER))
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+        if not head:
+            reason = "it is empty (0 bytes)"
+        elif head.startswith((ZIP_HEADER, LEGACY_TORCH_HEADER)):
+            reason = "it is a PyTorch checkpoint, not a MATLAB .mat file"
+        elif head.startswith(b"\x89HDF"):
+            reason = "it is a MATLAB v7.3 (HDF5) file, which scipy cannot read; save it again with -v7"
+        elif head.startswith(b"MATLAB"):
+            reason = f"it is truncated or damaged ({p.stat().st_size} bytes; {type(e).__name__}: {first})"
+        else:
+            reason = f"it is not a MATLAB .mat file ({type(e).__name__}: {first})"
+        raise CorruptCheckpointError(f"could not read {what} from '{path}': {reason}. {hint}") from e
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -241,13 +345,13 @@ def read_stage_checkpoint(path: str | os.PathLike, stage_cls: type, role: Option
     if not isinstance(found, str):
         raise WrongCheckpointKindError(f"'{path}' is not an ipsb stage checkpoint (it does not say which stage "
                                        f"wrote it); {who} expects a {stage_cls.__name__} one")
-    if not _names_subclass(found, stage_cls):
+    if not names_class(found, stage_cls):
         raise WrongCheckpointKindError(f"'{path}' is a {found.rsplit('.', 1)[-1]} checkpoint; {who} expects a "
                                        f"{stage_cls.__name__} one")
     return ckpt
 
 
-def _names_subclass(class_path: str, cls: type) -> bool:
+def names_class(class_path: str, cls: type) -> bool:
     """Whether ``class_path`` names ``cls`` or an already imported subclass (nothing is imported)."""
     import sys
 
@@ -258,18 +362,39 @@ def _names_subclass(class_path: str, cls: type) -> bool:
     return isinstance(target, type) and issubclass(target, cls)
 
 
+def files_beside(path: str | os.PathLike, ckpt: dict, stage_cls: type) -> dict[str, str]:
+    """The input files a stage checkpoint names by a relative path (``stage_cls.input_files``: another
+    stage's checkpoint, a basis) that the working directory does not have but the checkpoint's own
+    folder does: ``{argument: path next to the checkpoint}``.
+
+    Relative paths resolve against the working directory (docs/architecture.md, paths); this fallback
+    lets a folder of stage checkpoints that name each other by file name (the shipped toy stages,
+    ``python -m ipsb.training.toy_stages``) be moved or installed as a whole.
+    """
+    hparams = ckpt.get("hyper_parameters") or {}
+    found = {}
+    for name in getattr(stage_cls, "input_files", ()):
+        value = hparams.get(name)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and not Path(value).exists():
+            beside = Path(path).parent / value
+            if beside.is_file():
+                found[name] = str(beside)
+    return found
+
+
 def load_stage_checkpoint(path: str | os.PathLike, stage_cls: type, role: Optional[str] = None, **kwargs):
     """``stage_cls.load_from_checkpoint(path, **kwargs)`` on CPU, with every way the file can be wrong
     named in one line (:func:`read_stage_checkpoint`, plus hyper-parameters that cannot be built and
     weights that do not fit the stage -> :class:`UnexpectedContentError` / :class:`CorruptCheckpointError`).
     The one loader of stage checkpoints (``load_mapping_stage``, ``load_detail_stage``,
-    ``FaceSwapper.from_checkpoints``).
+    ``FaceSwapper.from_checkpoints``). Input files named relative to the checkpoint's folder are
+    found there (:func:`files_beside`); ``kwargs`` take precedence.
     """
     from argparse import ArgumentError
 
     from ipsb.config_objects import ConfigBuildError, short_error
 
-    read_stage_checkpoint(path, stage_cls, role)
+    kwargs = {**files_beside(path, read_stage_checkpoint(path, stage_cls, role), stage_cls), **kwargs}
     try:
         return stage_cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True, **kwargs)
     except (ConfigBuildError, ArgumentError) as e:   # ipsb's builder, or Lightning's instantiator (jsonargparse)

@@ -28,9 +28,11 @@ See ``docs/architecture.md`` ("Building objects from config").
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -104,32 +106,83 @@ def read_mapping(config: Union[str, os.PathLike, Mapping], what: str) -> dict:
     return config
 
 
-_NOISE = ("Errors:", "Subtypes:", "Given value", "Does not validate against any of the Union subtypes",
-          "- Expected a <class 'NoneType'>")
+_NOISE = ("Errors:", "Subtypes:", "Given value", "Does not validate against any of the",
+          "Problem with given class_path")
+_EXPECTED = "Expected a <class"
+_KEY = re.compile(r'Parser key "([^"]+)"')
+_CLASS = re.compile(r"Problem with given class_path '([^']+)'")
+_UNKNOWN = re.compile(r"(?:Option|Key) '([^'.]+)[^']*' is not accepted|No action for key \"?'?([^'\".]+)")
 
 
 def short_error(error: BaseException) -> str:
-    """One line out of a nested jsonargparse report: where (the keys) and the innermost problem."""
-    import re
+    """One line out of a nested jsonargparse report: where (the keys) and the innermost problem.
 
+    jsonargparse reports a value that fits none of a union's types with one indented block per type
+    it tried; the deepest line is the real problem (the others say "Expected a <class ...>"). The
+    keys and classes above it say where. An unknown argument is named with the ones the class takes;
+    a refused import path with the allowlist.
+    """
+    lines = []
+    for ln in str(error).splitlines():
+        if not ln.strip():
+            continue
+        indent, text = len(ln) - len(ln.lstrip()), ln.strip()
+        key = _KEY.match(text.lstrip("- "))
+        rest = text.lstrip("- ")[key.end():].lstrip(": ") if key else ""
+        if rest:                                   # 'Parser key "config": File does not exist: ...'
+            lines += [(indent, f'Parser key "{key.group(1)}":'), (indent + 2, rest)]
+        else:
+            lines.append((indent, text))
+    bodies = [text[2:] if text.startswith("- ") else text for _, text in lines]
+    best = None
+    for weak in (False, True):          # "Expected a <class ...>" only when nothing else is said
+        for i, body in enumerate(bodies):
+            if _KEY.match(body) or body.startswith(_NOISE) or body.startswith(_EXPECTED) != weak:
+                continue
+            if best is None or lines[i][0] > lines[best][0]:
+                best = i
+        if best is not None:
+            break
+    if best is None:
+        return type(error).__name__
     keys: list[str] = []
-    for line in (ln.strip() for ln in str(error).splitlines()):
-        if not line:
+    classes: list[str] = []
+    depth = lines[best][0]
+    for (indent, _), body in zip(reversed(lines[:best]), reversed(bodies[:best])):
+        if indent >= depth:
             continue
-        key = re.match(r'(?:- )?Parser key "([^"]+)"', line)
-        if key:
-            if key.group(1) != "value":
-                keys.append(key.group(1))
-            continue
-        if line.lstrip("- ").startswith("Problem with given class_path") or line.startswith(_NOISE):
-            continue
-        line = line[2:] if line.startswith("- ") else line
-        denied = re.search(r"Importing '([^']+)' is not allowed", line)
-        if denied:
-            line = (f"'{denied.group(1)}' is outside the packages a config may name ({', '.join(sorted(_allowed))}); "
-                    f"nothing was imported (trusted packages can be added with ${ENV_VAR})")
-        return (".".join(keys) + ": " if keys else "") + line
-    return type(error).__name__
+        depth = indent
+        key, cls = _KEY.match(body), _CLASS.match(body)
+        if key and key.group(1) != "value":
+            keys.insert(0, key.group(1))
+        if cls:
+            classes.insert(0, cls.group(1))
+    line = bodies[best]
+    denied = re.search(r"Importing '([^']+)' is not allowed", line)
+    unknown = _UNKNOWN.search(line)
+    if denied:
+        line = (f"'{denied.group(1)}' is outside the packages a config may name ({', '.join(sorted(_allowed))}); "
+                f"nothing was imported (trusted packages can be added with ${ENV_VAR})")
+    elif unknown and classes:
+        line = _unknown_argument(unknown.group(1) or unknown.group(2), classes[-1]) or line
+    return (".".join(keys) + ": " if keys else "") + line
+
+
+def _unknown_argument(name: str, class_path: str) -> Optional[str]:
+    """``unknown argument 'genrator' of FaceBackbone; expected one of ...`` for an already imported class."""
+    import sys
+
+    module, _, attr = class_path.rpartition(".")
+    cls = getattr(sys.modules.get(module), attr, None)     # jsonargparse imported it (nothing new is)
+    if not callable(cls):
+        return None
+    try:
+        params = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+    except (TypeError, ValueError):
+        return None
+    close = difflib.get_close_matches(name, params, n=1)
+    return (f"unknown argument '{name}' of {attr}" + (f" (did you mean '{close[0]}'?)" if close else "")
+            + f"; expected one of: {', '.join(params)}")
 
 
 def _parser(expected: Any) -> ArgumentParser:

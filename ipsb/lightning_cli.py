@@ -16,12 +16,23 @@
   outputs (``--model.init_args.overwrite true``). A resumed run keeps the first ``config.yaml`` and
   saves its own as ``config.resume-N.yaml``. ``--ckpt_path last`` with no checkpoint to resume from
   is refused too (Lightning would silently start over).
+* **A --ckpt_path file is read safely first** (:func:`check_ckpt_path`): a missing, empty, truncated,
+  non-zip or pickled-object file, a file that is no Lightning checkpoint, or a checkpoint of another
+  model than the config's, each ends in one line naming it, before Lightning merges its
+  hyper-parameters (which go through the allowlist like any config value).
+* **Outputs are checked before the compute** (:func:`planned_outputs`): every folder the run will
+  write (checkpoint folders, ``default_root_dir`` and logger folders for ``fit``; a model's or
+  callback's ``output_dir`` folder or ``output_path``/``output`` file) must be writable, and the
+  checkpoint folders must have room for a checkpoint (estimated from the model's state).
+* Errors are raised, not printed: the ``ipsb`` command's boundary reports them in one line
+  (:mod:`ipsb.error_boundary`).
 """
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -62,7 +73,15 @@ def with_built_backbone(cfg: Namespace) -> Namespace:
 
 
 class StageArgumentParser(LightningArgumentParser):
-    """LightningCLI's parser; instantiating builds a stage's backbone with only the parts it uses."""
+    """LightningCLI's parser; instantiating builds a stage's backbone with only the parts it uses.
+
+    Parse errors are raised (``exit_on_error=False``), so the ``ipsb`` command's error boundary
+    reports them in one line (:mod:`ipsb.error_boundary`) instead of a usage dump.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("exit_on_error", False)
+        super().__init__(*args, **kwargs)
 
     def instantiate(self, namespace, *args, **kwargs):
         return super().instantiate(with_built_backbone(namespace), *args, **kwargs)
@@ -130,6 +149,94 @@ def _config_dirs(trainer_cfg: Namespace) -> list[Path]:
     return dirs
 
 
+#: ``--ckpt_path`` values Lightning resolves itself (not file paths)
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+#: attributes through which a LightningModule or callback names what it writes: folder or file
+OUTPUT_FOLDER_ATTRIBUTES = ("output_dir",)
+OUTPUT_FILE_ATTRIBUTES = ("output_path", "output")
+#: free space asked of any other output folder (tables, logs, config files)
+MIN_FREE_BYTES = 1 << 20
+
+
+def check_ckpt_path(path: str, model: Optional[Namespace], subcommand: str) -> Optional[dict]:
+    """Read a ``--ckpt_path`` file safely (weights only) before Lightning does; one line if it is missing,
+    unreadable, not a Lightning checkpoint, or one of another model than ``model`` (the config's spec).
+    Returns the checkpoint (None for Lightning's special values and remote URLs)."""
+    from ipsb.checkpoints import (STAGE_KEY, MissingCheckpointError, WrongCheckpointKindError, load_torch_file,
+                                  names_class)
+
+    path = str(path)
+    if path in SPECIAL_CKPT_PATHS or path.startswith("registry:") or "://" in path:
+        return None
+    if not Path(path).is_file():
+        what = "is a folder" if Path(path).is_dir() else "not found"
+        raise MissingCheckpointError(f"--ckpt_path '{path}' {what}; give a checkpoint file"
+                                     + (" (or 'last' to resume the run)" if subcommand == "fit" else ""))
+    ckpt = load_torch_file(path, "the --ckpt_path checkpoint",
+                           hint="Give a checkpoint that Lightning wrote (a run's checkpoints folder).")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise WrongCheckpointKindError(f"--ckpt_path '{path}' is not a Lightning checkpoint (no state_dict); "
+                                       f"give a checkpoint that Lightning wrote (a run's checkpoints folder)")
+    hparams = ckpt.get("hyper_parameters")
+    found = ckpt.get(STAGE_KEY) or (hparams.get("_class_path") if isinstance(hparams, dict) else None)
+    wanted = model.get("class_path") if isinstance(model, Namespace) else None
+    if isinstance(found, str) and isinstance(wanted, str):
+        cls = resolve_class(wanted, LightningModule, "model class_path")
+        if not names_class(found, cls):
+            raise WrongCheckpointKindError(
+                f"--ckpt_path '{path}' is a {found.rsplit('.', 1)[-1]} checkpoint; this config's model is a "
+                f"{cls.__name__} (give one of its checkpoints, or the config that trains a "
+                f"{found.rsplit('.', 1)[-1]})")
+    return ckpt
+
+
+def checkpoint_bytes(model: Any) -> int:
+    """Estimated size of one checkpoint of ``model``: its state (what a stage saves: no backbone)
+    three times (weights and an Adam-like optimizer's two moments) plus 64 KiB of metadata."""
+    seen, total = set(), 0
+    for t in model.state_dict().values():
+        if hasattr(t, "untyped_storage") and t.untyped_storage().data_ptr() not in seen:
+            seen.add(t.untyped_storage().data_ptr())
+            total += t.untyped_storage().nbytes()
+    return 3 * total + (64 << 10)
+
+
+def planned_outputs(trainer: Any, model: Any, subcommand: str) -> list[tuple[Path, int, str]]:
+    """``[(folder, bytes needed, what)]``: the folders ``subcommand`` writes (module docstring)."""
+    from lightning.pytorch.callbacks import Checkpoint
+
+    plan: list[tuple[Path, int, str]] = []
+    if subcommand == "fit":
+        size = checkpoint_bytes(model)
+        for cb in trainer.checkpoint_callbacks:
+            folder = getattr(cb, "dirpath", None) or trainer.default_root_dir
+            plan.append((Path(folder), 2 * size, "a checkpoint"))
+        plan.append((Path(trainer.default_root_dir), MIN_FREE_BYTES, "the run's files"))
+    for logger in trainer.loggers:            # the run's config.yaml and logs
+        if getattr(logger, "save_dir", None):
+            plan.append((Path(logger.save_dir), MIN_FREE_BYTES, "the logs"))
+    for obj in [model, *[cb for cb in trainer.callbacks if not isinstance(cb, Checkpoint)]]:
+        for attr in OUTPUT_FOLDER_ATTRIBUTES + OUTPUT_FILE_ATTRIBUTES:
+            value = getattr(obj, attr, None)
+            if isinstance(value, (str, os.PathLike)) and str(value):
+                folder = Path(value) if attr in OUTPUT_FOLDER_ATTRIBUTES else Path(value).parent
+                plan.append((folder, MIN_FREE_BYTES, f"{type(obj).__name__}.{attr}"))
+    return plan
+
+
+def check_outputs(trainer: Any, model: Any, subcommand: str) -> None:
+    """Every planned output folder is writable and has room (:mod:`ipsb.data.output_plan`)."""
+    from ipsb.data.output_plan import check_output_folder
+
+    need: dict[Path, tuple[int, str]] = {}
+    for folder, size, what in planned_outputs(trainer, model, subcommand):
+        key = folder.absolute()
+        old = need.get(key, (0, what))
+        need[key] = (old[0] + size, old[1] if old[0] >= size else what)
+    for folder, (size, what) in need.items():
+        check_output_folder(folder, size, what)
+
+
 class IpsbCLI(LightningCLI):
     """LightningCLI with subclass mode for model and data (module docstring)."""
 
@@ -160,9 +267,70 @@ class IpsbCLI(LightningCLI):
         if found:
             raise ExistingRunError(existing_run_message(found[0].parent, found, **kinds))
 
+    def _parse_ckpt_path(self) -> None:
+        """Check the ``--ckpt_path`` file (:func:`check_ckpt_path`), then let Lightning merge its
+        hyper-parameters into the config."""
+        from ipsb.checkpoints import UnexpectedContentError
+        from ipsb.config_objects import short_error
+
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path:
+            check_ckpt_path(path, self.config[subcommand].get("model"), subcommand)
+        try:
+            super()._parse_ckpt_path()
+        except Exception as e:      # jsonargparse: a value the config's types or the allowlist refuse
+            raise UnexpectedContentError(f"--ckpt_path '{path}': its hyper-parameters cannot be used: "
+                                         f"{short_error(e)}") from e
+
+    def before_fit(self) -> None:
+        check_outputs(self.trainer, self.model, "fit")
+
+    def before_validate(self) -> None:
+        check_outputs(self.trainer, self.model, "validate")
+
+    def before_test(self) -> None:
+        check_outputs(self.trainer, self.model, "test")
+
+    def before_predict(self) -> None:
+        check_outputs(self.trainer, self.model, "predict")
+
+
+def check_config_files(args: Sequence[str]) -> None:
+    """Every ``--config FILE`` (``-c``, ``--config=``) exists and is valid YAML, else one
+    :class:`~ipsb.config_objects.ConfigBuildError` naming it (jsonargparse's report does not)."""
+    import yaml
+
+    from ipsb.config_objects import ConfigBuildError
+
+    args = list(args)
+    for i, arg in enumerate(args):
+        if arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        elif arg in ("--config", "-c") and i + 1 < len(args):
+            value = args[i + 1]
+        else:
+            continue
+        if value.lstrip().startswith(("{", "[")) or "\n" in value:     # an inline YAML string, not a file
+            continue
+        path = Path(value)
+        if not path.is_file():
+            raise ConfigBuildError(f"--config '{value}' " + ("is a folder" if path.is_dir() else "not found")
+                                   + "; give a YAML file (e.g. lightning_configs/toy/mapping.yaml)")
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigBuildError(f"--config '{value}' is not valid YAML{at}: {problem}") from e
+
 
 def run(args: Optional[Sequence[str]]) -> IpsbCLI:
     """Parse ``args`` (None: ``sys.argv``) and run the Lightning subcommand."""
+    import sys
+
+    check_config_files(sys.argv[1:] if args is None else args)
     return IpsbCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                    parser_class=StageArgumentParser, save_config_callback=RunConfigSaver,
                    save_config_kwargs={"overwrite": False}, auto_configure_optimizers=False,

@@ -4,12 +4,15 @@
     ipsb swap --source A.jpg --target clip.mp4 --out swapped.mp4        # audio-free mp4, progress bar
     ipsb swap --source A.jpg --target photos/ --out swapped/             # batch: images and videos
 
-The stages come from their checkpoints (``--mapping``, ``--detail``, ``--blend``; defaults: the toy
-world's training outputs under ``outputs/toy/``) and the backbone from ``--backbone`` (a YAML of
-``lightning_configs/backbone/``). An existing output is never overwritten unless ``--overwrite``;
+The stages come from their checkpoints (``--mapping``, ``--detail``, ``--blend``; defaults: the trained
+toy stages that ship with ipsb, :func:`ipsb.assets.toy_stage_path`) and the backbone from
+``--backbone`` (a YAML of ``lightning_configs/backbone/``; default: the toy world's). An existing output is never overwritten unless ``--overwrite``;
 in batch mode every output is checked before anything is written, and two inputs that would write
 one output (``a.png`` and ``a.jpg`` -> ``a.png``) are refused, naming both. Video frames without a
-face are copied unchanged and counted. Exit code 0 on success, 1 on an error (message on stderr).
+face are copied unchanged and counted. The output folder is checked (writable, some free space)
+before any model is built; images are written through a temporary file and a rename. Exit code 0
+on success; an error ends in one line on stderr and exit code 2 (the ``ipsb`` command's error
+boundary, :mod:`ipsb.error_boundary`).
 """
 from __future__ import annotations
 
@@ -18,26 +21,31 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ipsb.data.output_plan import check_distinct_outputs
+from ipsb.data.output_plan import check_distinct_outputs, check_no_existing, check_output_folder, write_atomic
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
-TOY = "outputs/toy"
-DEFAULT_BACKBONE = str(Path(__file__).resolve().parent.parent / "lightning_configs" / "backbone" / "toy.yaml")
+#: free space asked of the output folder before the models are built (a few swapped images)
+MIN_FREE_BYTES = 16 << 20
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ipsb.assets import config_path, toy_stage_path
+
     p = argparse.ArgumentParser(prog="ipsb swap", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", required=True, help="image with the face to use (identity)")
     p.add_argument("--target", required=True, help="image, video, or a folder of them (the face is replaced)")
     p.add_argument("--out", required=True, help="output image / .mp4, or a folder in batch mode")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="backbone YAML (default: the toy world)")
-    p.add_argument("--mapping", default=f"{TOY}/mapping/checkpoints/last.ckpt", help="stage-1 checkpoint")
-    p.add_argument("--detail", default=f"{TOY}/detail/checkpoints/last.ckpt", help="stage-2 checkpoint")
-    p.add_argument("--blend", default=f"{TOY}/blend/checkpoints/last.ckpt",
-                   help="stage-3 checkpoint ('none': skip blending)")
+    p.add_argument("--backbone", default=str(config_path("backbone/toy.yaml")),
+                   help="backbone YAML (default: the toy world)")
+    p.add_argument("--mapping", default=str(toy_stage_path("mapping")),
+                   help="stage-1 checkpoint (default: the shipped toy stage)")
+    p.add_argument("--detail", default=str(toy_stage_path("detail")),
+                   help="stage-2 checkpoint (default: the shipped toy stage)")
+    p.add_argument("--blend", default=str(toy_stage_path("blend")),
+                   help="stage-3 checkpoint ('none': skip blending; default: the shipped toy stage)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--inversion", default="auto", choices=("auto", "encoder", "optimize"),
                    help="auto: the backbone's encoder (e4e) if any, else optimisation")
@@ -75,19 +83,19 @@ def plan(target: Path, out: Path) -> list[tuple[Path, Path]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``ipsb swap``; errors raise (the ``ipsb`` command reports them in one line, exit code 2)."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        jobs = plan(Path(args.target), Path(args.out))
-        existing = [str(o) for _, o in jobs if o.exists()]
-        if existing and not args.overwrite:
-            raise ValueError("output exists, not overwriting (pass --overwrite): " + ", ".join(existing))
-        if not Path(args.source).is_file():
-            raise ValueError(f"--source '{args.source}' does not exist")
-        swapper = _build(args)
-        return _run(swapper, args, jobs)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"ipsb swap: error: {e}", file=sys.stderr)
-        return 1
+    target, out = Path(args.target), Path(args.out)
+    jobs = plan(target, out)
+    check_no_existing([o for _, o in jobs], args.overwrite)
+    if not Path(args.source).is_file():
+        raise ValueError(f"--source '{args.source}' does not exist")
+    check_output_folder(out if target.is_dir() else out.parent, MIN_FREE_BYTES, "the swapped images")
+    from ipsb.swap import load_rgb
+
+    source = load_rgb(args.source)         # an unreadable source is named before the models are built
+    swapper = _build(args)
+    return _run(swapper, args, jobs, source)
 
 
 def _build(args):
@@ -104,13 +112,12 @@ def _build(args):
     return swapper.to(torch.device(args.device))
 
 
-def _run(swapper, args, jobs) -> int:
+def _run(swapper, args, jobs, source) -> int:
     from PIL import Image
 
     from ipsb.data.align import NoFaceError
     from ipsb.swap import load_rgb
 
-    source = load_rgb(args.source)
     skipped = []
     for target, out in jobs:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,12 +134,22 @@ def _run(swapper, args, jobs) -> int:
             skipped.append(str(target))
             print(f"{target}: skipped, {e}", file=sys.stderr)
             continue
-        Image.fromarray(frame).save(out)
+        write_atomic(out, lambda tmp: Image.fromarray(frame).save(tmp, format=_pil_format(out)))
         print(f"{out}")
     if skipped:
         print(f"{len(skipped)} image(s) without a face were skipped", file=sys.stderr)
     return 0
 
 
+def _pil_format(path: Path) -> str:
+    """PIL's format name for an output suffix (the temporary file's own suffix is ``.tmp``)."""
+    from PIL import Image
+
+    Image.init()
+    return Image.EXTENSION[path.suffix.lower()]
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from ipsb.cli import main as ipsb_main
+
+    sys.exit(ipsb_main(["swap", *sys.argv[1:]]))

@@ -10,6 +10,7 @@ import torch
 from skimage import data
 
 from helpers.blend_world import cached_checkpoints, swapper
+from ipsb.backbone.bundle import COMPONENTS, FaceBackbone
 from ipsb.data.align import NoFaceError
 from ipsb.swap import FaceSwapper, paste_face, swap_pairs
 
@@ -82,8 +83,10 @@ def test_swap_paste_face_changes_only_the_masked_region():
 def test_swap_bad_settings_error(ckpts):
     with pytest.raises(ValueError, match="inversion must be"):
         swapper(ckpts, inversion="e4e")
+    toy = swapper(ckpts)
+    bare = FaceBackbone(**{name: getattr(toy.backbone, name) for name in COMPONENTS if name != "encoder"})
     with pytest.raises(ValueError, match="needs a backbone with an encoder"):
-        swapper(ckpts, inversion="encoder")
+        FaceSwapper(bare, toy.stage2, inversion="encoder")
     with pytest.raises(ValueError, match="smooth_latents"):
         swapper(ckpts, smooth_latents=1.0)
     from ipsb.checkpoints import MissingCheckpointError

@@ -46,7 +46,7 @@ def test_swap_video_writes_every_frame_and_passes_faceless_ones(world, capsys):
     assert all(d < 12 for d in diff)                                          # the rest of the frame kept
     # existing output: refused without --overwrite (file untouched), replaced with it
     before = out.read_bytes()
-    assert ipsb_main(world["args"] + ["--target", str(world["clip"]), "--out", str(out)]) == 1
+    assert ipsb_main(world["args"] + ["--target", str(world["clip"]), "--out", str(out)]) == 2
     assert "output exists" in capsys.readouterr().err
     assert out.read_bytes() == before
 
@@ -63,7 +63,7 @@ def test_swap_image_overwrite_and_batch_folder(world, capsys):
     assert "b_blank.png: skipped" in capsys.readouterr().err
     first = (out_dir / "a.png").read_bytes()
     # batch mode checks every output first: nothing is written when one exists
-    assert ipsb_main(world["args"] + ["--target", str(folder), "--out", str(out_dir)]) == 1
+    assert ipsb_main(world["args"] + ["--target", str(folder), "--out", str(out_dir)]) == 2
     assert "a.png" in capsys.readouterr().err
     # --overwrite replaces it (a different source gives a different file)
     Image.fromarray(world["frames"][3]).save(world["root"] / "source2.png")
@@ -74,9 +74,9 @@ def test_swap_image_overwrite_and_batch_folder(world, capsys):
 
 def test_swap_cli_rejects_bad_arguments(world, capsys):
     root = world["root"]
-    assert ipsb_main(world["args"] + ["--target", str(world["clip"]), "--out", str(root / "x.png")]) == 1
+    assert ipsb_main(world["args"] + ["--target", str(world["clip"]), "--out", str(root / "x.png")]) == 2
     assert "must end in .mp4" in capsys.readouterr().err
-    assert ipsb_main(world["args"] + ["--target", str(root / "none.png"), "--out", str(root / "y.png")]) == 1
+    assert ipsb_main(world["args"] + ["--target", str(root / "none.png"), "--out", str(root / "y.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (root / "x.png").exists() and not (root / "y.png").exists()
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ipsb.checkpoints import CorruptCheckpointError
+from ipsb.checkpoints import CorruptCheckpointError, load_mat_file
 
 #: Keys the face model needs; a file without any of them is refused.
 REQUIRED_KEYS = ("meanshape", "idBase", "exBase", "meantex", "texBase", "tri", "point_buf", "keypoints")
@@ -87,15 +87,8 @@ def _convert(raw: dict, path: Path) -> dict[str, torch.Tensor]:
 
 def read_bfm_mat(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a ``BFM_model_front.mat`` (no cache). Missing keys -> CorruptCheckpointError naming them."""
-    import scipy.io
-
     path = Path(path)
-    try:
-        raw = scipy.io.loadmat(str(path))
-    except Exception as e:  # scipy raises several types for a damaged file
-        raise CorruptCheckpointError(
-            f"could not read the BFM model '{path}' with scipy.io.loadmat: {type(e).__name__}: {e}. "
-            f"See checkpoints/README.md for how to build BFM_model_front.mat.") from e
+    raw = load_mat_file(path, "the BFM model", "See checkpoints/README.md for how to build BFM_model_front.mat.")
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if missing:
         present = sorted(k for k in raw if not k.startswith("__"))

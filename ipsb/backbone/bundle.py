@@ -105,11 +105,18 @@ class FaceBackbone(nn.Module):
         (and so in a stage checkpoint's record) but are not built and need not have their files.
         Every missing checkpoint file of the built components is named in one MissingCheckpointError.
         """
-        config = load_config(config)
-        target = resolve_class(config["class_path"], FaceBackbone, "backbone class_path")
-        validate(config, FaceBackbone, "backbone config")          # every entry, built or not
-        specs = config["init_args"]
-        backbone = target(**build_components(specs, target, "backbone", components))
+        source = config if isinstance(config, (str, os.PathLike)) else None
+        try:
+            config = load_config(config)
+            target = resolve_class(config["class_path"], FaceBackbone, "backbone class_path")
+            validate(config, FaceBackbone, "backbone config")          # every entry, built or not
+            specs = config["init_args"]
+            built = build_components(specs, target, "backbone", components)
+        except ConfigBuildError as e:
+            if source is None:
+                raise
+            raise ConfigBuildError(f"backbone config '{source}': {e}") from e    # which file said it
+        backbone = target(**built)
         backbone.config = copy.deepcopy(config)
         backbone.unbuilt = tuple(n for n, spec in specs.items() if spec is not None and getattr(backbone, n) is None)
         return backbone
@@ -120,10 +127,11 @@ class FaceBackbone(nn.Module):
         return super().train(False)
 
     # --------------------------------------------------------------- provenance
-    def checkpoint_files(self) -> dict[str, str]:
-        """``{component: path}`` of every file a component loaded (``name.1`` ... for several)."""
+    def checkpoint_files(self, components: Optional[Sequence[str]] = None) -> dict[str, str]:
+        """``{component: path}`` of every file a component loaded (``name.1`` ... for several);
+        ``components``: only those components' files."""
         out = {}
-        for name in COMPONENTS:
+        for name in COMPONENTS if components is None else [c for c in COMPONENTS if c in components]:
             paths = _recorded_files(getattr(self, name))
             if not paths:
                 continue
@@ -131,10 +139,10 @@ class FaceBackbone(nn.Module):
                 out[name if i == 0 else f"{name}.{i}"] = str(p)
         return out
 
-    def file_hashes(self) -> dict[str, str]:
+    def file_hashes(self, components: Optional[Sequence[str]] = None) -> dict[str, str]:
         """``{file name: sha256}`` of every file in :meth:`checkpoint_files` (cached by size/mtime)."""
         out = {}
-        for path in self.checkpoint_files().values():
+        for path in self.checkpoint_files(components).values():
             st = os.stat(path)
             key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
             if key not in _HASH_CACHE:

@@ -26,7 +26,8 @@ from torch import nn
 from ipsb.backbone.identity_irse import BottleneckIRSE
 from ipsb.backbone.interfaces import freeze
 from ipsb.backbone.stylegan2_layers import EqualLinear
-from ipsb.checkpoints import CorruptCheckpointError, load_torch_file, resolve_checkpoint
+from ipsb.checkpoints import (CorruptCheckpointError, WrongCheckpointKindError, describe_contents, foreign_kind,
+                              load_torch_file, resolve_checkpoint)
 
 #: (in_channel, depth, units) per IR-SE50 stage.
 IRSE50_STAGES = ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3))
@@ -138,15 +139,17 @@ class Encoder4Editing(nn.Module):
 
 def _state_dict_of(ckpt, path) -> dict:
     if isinstance(ckpt, dict) and "g_ema" in ckpt:
-        raise CorruptCheckpointError(
+        raise WrongCheckpointKindError(
             f"'{path}' is a StyleGAN2 generator checkpoint (key 'g_ema'), not an e4e encoder: expected "
             f"a dict with 'state_dict' (keys encoder.*, decoder.*) and 'latent_avg' [18,512]. Load "
             f"generators with ipsb.backbone.stylegan2.load_rosinality.")
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        found = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CorruptCheckpointError(
-            f"'{path}' is not an e4e checkpoint: expected a dict with 'state_dict' (keys encoder.*, "
-            f"decoder.*), 'opts' and 'latent_avg' [18,512]; found {found}")
+    foreign = foreign_kind(ckpt)
+    if (not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict)
+            or (foreign is not None and not foreign.startswith("an e4e"))):
+        raise WrongCheckpointKindError(
+            f"'{path}' is {describe_contents(ckpt)}, not an e4e checkpoint: expected a dict with 'state_dict' "
+            f"(keys encoder.*, decoder.*), 'opts' and 'latent_avg' [18,512]; give e4e_ffhq_encode.pt "
+            f"(checkpoints/README.md)")
     return ckpt["state_dict"]
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -45,8 +46,8 @@ import torch
 from torch import Tensor, nn
 
 from ipsb.backbone.interfaces import freeze
-from ipsb.checkpoints import (CorruptCheckpointError, MissingCheckpointError, resolve_checkpoint,
-                              sha256_file)
+from ipsb.checkpoints import (CorruptCheckpointError, MissingCheckpointError, resolve_checkpoint, sha256_file,
+                              unreadable_reason)
 
 CHECKPOINT_NAME = "fid_helper_default_1.pt"
 PACKAGE_FILE = "default_1.pt"
@@ -83,8 +84,10 @@ def load_fid_helper_script(path: Optional[str | os.PathLike] = None, check_sha25
     try:
         net = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:
-        raise CorruptCheckpointError(f"could not load the fid-helper InceptionV3 TorchScript '{path}': "
-                                     f"{type(e).__name__}: {e}") from e
+        reason = ("it is a PyTorch checkpoint (torch.save), not a TorchScript file"
+                  if zipfile.is_zipfile(path) and "constants.pkl" in str(e) else unreadable_reason(path, e))
+        raise CorruptCheckpointError(f"could not load the fid-helper InceptionV3 TorchScript '{path}': {reason}; "
+                                     f"see checkpoints/README.md (fid_helper_default_1.pt)") from e
     sd = net.state_dict()
     if len(sd) != NUM_ENTRIES or sd.get("net.layers.conv.weight", torch.empty(0)).shape != (32, 3, 3, 3):
         raise CorruptCheckpointError(f"'{path}' is not the fid-helper InceptionV3: {len(sd)} entries, expected "

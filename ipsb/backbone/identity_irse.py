@@ -17,7 +17,7 @@ from torch import nn
 
 from ipsb.backbone.identity_crop import PSP_BOX_256, make_crop
 from ipsb.backbone.interfaces import IdentityEncoder, freeze
-from ipsb.backbone.state_loading import CheckpointSource, load_checkpoint_into
+from ipsb.backbone.state_loading import CheckpointSource, load_state_strict, read_state_dict
 
 #: Units per stage for the depths of the reference ``get_blocks``.
 IRSE_BLOCKS = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
@@ -116,4 +116,6 @@ def load_ir_se50(checkpoint: CheckpointSource = "model_ir_se50.pth", crop: str =
 
     ``module.`` prefixes and missing ``num_batches_tracked`` entries are accepted.
     """
-    return freeze(load_checkpoint_into(ir_se50(crop), checkpoint, "IR-SE50 ArcFace (model_ir_se50.pth)"))
+    what = "IR-SE50 ArcFace (model_ir_se50.pth)"
+    state, label = read_state_dict(checkpoint, what)          # the file first: a bad one fails before the build
+    return freeze(load_state_strict(ir_se50(crop), state, label, what))

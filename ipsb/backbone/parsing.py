@@ -21,7 +21,7 @@ from torchvision.models import resnet18
 
 from ipsb.backbone.identity_crop import check_image
 from ipsb.backbone.interfaces import FaceMasker, freeze
-from ipsb.backbone.state_loading import CheckpointSource, load_checkpoint_into
+from ipsb.backbone.state_loading import CheckpointSource, load_state_strict, read_state_dict
 
 LABELS = ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
           "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat")
@@ -201,5 +201,6 @@ class BiSeNet(FaceMasker):
 def load_bisenet(checkpoint: CheckpointSource = "79999_iter.pth", face_classes: Sequence[int] = FACE_CLASSES,
                  hard: bool = False) -> BiSeNet:
     """Frozen BiSeNet with ``79999_iter.pth`` (or a path / state dict) loaded strictly."""
-    return freeze(load_checkpoint_into(BiSeNet(19, face_classes, hard), checkpoint,
-                                       "BiSeNet face parser (79999_iter.pth)"))
+    what = "BiSeNet face parser (79999_iter.pth)"
+    state, label = read_state_dict(checkpoint, what)          # the file first: a bad one fails before the build
+    return freeze(load_state_strict(BiSeNet(19, face_classes, hard), state, label, what))

@@ -21,7 +21,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ipsb.checkpoints import MissingCheckpointError, CorruptCheckpointError, load_torch_file, resolve_checkpoint
+from ipsb.checkpoints import (CorruptCheckpointError, MissingCheckpointError, WrongCheckpointKindError,
+                              describe_contents, foreign_kind, load_torch_file, resolve_checkpoint)
 
 #: torchvision's file names for the LPIPS backbones (as stored in the torch hub cache).
 TORCHVISION_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth",
@@ -66,6 +67,12 @@ class Perceptual(nn.Module):
 
         self.net_name = net
         self.checkpoint_path = None
+        if not pnet_rand:            # the file first: a bad one fails before the network is built
+            path = find_backbone_weights(net, backbone_weights)
+            state = load_torch_file(path, f"torchvision {net} ImageNet weights")
+            if not isinstance(state, dict) or foreign_kind(state) is not None:
+                raise WrongCheckpointKindError(f"'{path}' is {describe_contents(state)}, not torchvision's {net} "
+                                               f"ImageNet weights ({TORCHVISION_FILES[net]})")
         with warnings.catch_warnings():      # torchvision's "pretrained is deprecated" noise
             warnings.simplefilter("ignore", UserWarning)
             self.lpips = lpips.LPIPS(pretrained=False, net=net, pnet_rand=True, verbose=False)
@@ -79,15 +86,14 @@ class Perceptual(nn.Module):
             raise CorruptCheckpointError(f"'{self.heads_path}' does not match LPIPS {net}: missing {missing}, "
                                          f"unexpected {unexpected}")
         if not pnet_rand:
-            path = find_backbone_weights(net, backbone_weights)
-            state = load_torch_file(path, f"torchvision {net} ImageNet weights")
             target = self.lpips.net.state_dict()
             mapped = {}
             for key in target:                     # "slice2.3.weight" <- "features.3.weight"
                 _, idx, param = key.split(".")
                 src = f"features.{idx}.{param}"
                 if src not in state:
-                    raise CorruptCheckpointError(f"'{path}' is not torchvision {net} weights: missing {src}")
+                    raise WrongCheckpointKindError(f"'{path}' is {describe_contents(state)}, not torchvision's {net} "
+                                                   f"ImageNet weights ({TORCHVISION_FILES[net]}): no {src}")
                 mapped[key] = state[src]
             self.lpips.net.load_state_dict(mapped, strict=True)
             self.checkpoint_path = str(path)

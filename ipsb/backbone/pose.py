@@ -23,7 +23,7 @@ from torchvision.models import resnet50
 
 from ipsb.backbone.identity_crop import check_image
 from ipsb.backbone.interfaces import PoseEstimator, freeze
-from ipsb.backbone.state_loading import CheckpointSource, load_checkpoint_into
+from ipsb.backbone.state_loading import CheckpointSource, load_state_strict, read_state_dict
 
 NUM_BINS = 66
 BIN_WIDTH = 3.0
@@ -117,5 +117,6 @@ def load_hopenet(checkpoint: CheckpointSource = "hopenet_robust_alpha1.pkl",
     The snapshot predates ``num_batches_tracked``; its absence is accepted. ``preprocessing``: see
     :class:`HopeNet`.
     """
-    return freeze(load_checkpoint_into(HopeNet(preprocessing=preprocessing), checkpoint,
-                                       "HopeNet head pose (hopenet_robust_alpha1.pkl)"))
+    what = "HopeNet head pose (hopenet_robust_alpha1.pkl)"
+    state, label = read_state_dict(checkpoint, what)          # the file first: a bad one fails before the build
+    return freeze(load_state_strict(HopeNet(preprocessing=preprocessing), state, label, what))

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ipsb.backbone.interfaces import CoeffRegressor, freeze
-from ipsb.checkpoints import CorruptCheckpointError, load_torch_file, resolve_checkpoint
+from ipsb.checkpoints import (CorruptCheckpointError, WrongCheckpointKindError, describe_contents, load_torch_file,
+                              resolve_checkpoint)
 
 DEFAULT_CHECKPOINT = "epoch_20.pth"
 HEAD_SIZES = (80, 64, 80, 3, 27, 2, 1)
@@ -62,13 +63,11 @@ def recon_state_dict(ckpt: dict, path: str | os.PathLike = "<dict>") -> "Ordered
     Takes ``ckpt['net_recon']`` when present, strips ``module.`` prefixes (DataParallel/DDP saves)
     and adds missing ``num_batches_tracked`` counters (zeros; they do not affect eval).
     """
-    if not isinstance(ckpt, dict):
-        raise CorruptCheckpointError(f"'{path}' holds a {type(ckpt).__name__}, expected a dict with key 'net_recon'")
-    state = ckpt.get("net_recon", ckpt)
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise CorruptCheckpointError(
-            f"'{path}': expected a state dict under 'net_recon' (Deep3DFaceRecon epoch_20.pth); "
-            f"top-level keys: {sorted(ckpt)[:10]}")
+    state = ckpt.get("net_recon", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise WrongCheckpointKindError(
+            f"'{path}' is {describe_contents(ckpt)}, not the Deep3DFaceRecon regressor (a state dict under "
+            f"'net_recon', epoch_20.pth); see checkpoints/README.md")
     out = OrderedDict()
     for k, v in state.items():
         while k.startswith("module."):
@@ -79,10 +78,14 @@ def recon_state_dict(ckpt: dict, path: str | os.PathLike = "<dict>") -> "Ordered
     return out
 
 
-def load_recon_net(net: ReconNet, checkpoint: str | os.PathLike) -> ReconNet:
-    """Load ``epoch_20.pth`` (name or path) into ``net`` strictly; a clear error names bad keys."""
-    path = resolve_checkpoint(checkpoint)
-    state = recon_state_dict(load_torch_file(path, "the Deep3D regressor (epoch_20.pth)"), path)
+def load_recon_net(net: ReconNet, checkpoint: str | os.PathLike | dict, label: Optional[str] = None) -> ReconNet:
+    """Load ``epoch_20.pth`` (name or path, or its :func:`recon_state_dict` read from file ``label``)
+    into ``net`` strictly; a clear error names bad keys."""
+    if isinstance(checkpoint, dict):
+        path, state = label or "<state dict>", checkpoint
+    else:
+        path = resolve_checkpoint(checkpoint)
+        state = recon_state_dict(load_torch_file(path, "the Deep3D regressor (epoch_20.pth)"), path)
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -112,10 +115,13 @@ class Deep3DRegressor(CoeffRegressor):
 
     def __init__(self, checkpoint: Optional[str | os.PathLike] = None):
         super().__init__()
-        self.net = ReconNet()
         self.checkpoint = None if checkpoint is None else resolve_checkpoint(checkpoint)
-        if checkpoint is not None:
-            load_recon_net(self.net, self.checkpoint)
+        if self.checkpoint is not None:     # the file first: a bad one fails before the network is built
+            state = recon_state_dict(load_torch_file(self.checkpoint, "the Deep3D regressor (epoch_20.pth)"),
+                                     self.checkpoint)
+        self.net = ReconNet()
+        if self.checkpoint is not None:
+            load_recon_net(self.net, state, str(self.checkpoint))
         freeze(self)
 
     @staticmethod

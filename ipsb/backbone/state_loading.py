@@ -15,7 +15,8 @@ from typing import Callable, Union
 import torch
 from torch import nn
 
-from ipsb.checkpoints import CorruptCheckpointError, load_torch_file, resolve_checkpoint
+from ipsb.checkpoints import (CorruptCheckpointError, WrongCheckpointKindError, describe_contents, foreign_kind,
+                              load_torch_file, resolve_checkpoint)
 
 #: A checkpoint source: a registry name, a path, or an already-loaded state dict.
 CheckpointSource = Union[str, os.PathLike, Mapping]
@@ -43,17 +44,19 @@ def read_state_dict(source: CheckpointSource, what: str, weights_only: bool = Tr
         path = resolve_checkpoint(source)
         label = str(path)
         obj = load_torch_file(path, what, weights_only=weights_only)
+        foreign = foreign_kind(obj)
+        if foreign is not None:
+            raise WrongCheckpointKindError(f"'{label}' is {foreign}, not the {what}; check the file name "
+                                           f"(checkpoints/README.md lists the expected files)")
     for _ in range(2):  # at most two levels of wrapping
         if isinstance(obj, Mapping) and not any(torch.is_tensor(v) for v in obj.values()):
             inner = [k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)]
             if inner:
                 obj = obj[inner[0]]
     if not isinstance(obj, Mapping) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
-        kind = type(obj).__name__
-        keys = list(obj)[:5] if isinstance(obj, Mapping) else []
-        raise CorruptCheckpointError(
-            f"'{label}' does not hold a state dict of tensors for the {what} (found a {kind}"
-            f"{' with keys ' + str(keys) if keys else ''}).")
+        raise WrongCheckpointKindError(
+            f"'{label}' does not hold a state dict of tensors for the {what}: it holds "
+            f"{describe_contents(dict(obj)) if isinstance(obj, Mapping) else describe_contents(obj)}")
     state = dict(obj)
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}

@@ -12,6 +12,12 @@ forward has no in-place ops on inputs, no ``.item()`` and no data-dependent Pyth
 
 W+ row use (rosinality == NVlabs): ``conv1`` row 0, ``to_rgb1`` row 1, and for the block at
 resolution ``2**(k+3)``: ``convs[2k]`` row 2k+1, ``convs[2k+1]`` row 2k+2, ``to_rgbs[k]`` row 2k+3.
+
+Speed switches (off by default; :class:`ipsb.callbacks.speed.SpeedSwitches` sets them from a config):
+:meth:`StyleGAN2Generator.use_channels_last` keeps the synthesis activations in NHWC memory format
+(cuDNN's fast layout for bf16/TF32 convolutions), :meth:`StyleGAN2Generator.compile_synthesis` runs
+synthesis through ``torch.compile``. bf16 needs no switch here: ``torch.autocast`` (Lightning's
+``trainer.precision: bf16-mixed``) covers every op of the forward.
 """
 from __future__ import annotations
 
@@ -26,6 +32,9 @@ from ipsb.backbone.interfaces import FeatureModulator, Generator
 from ipsb.backbone.stylegan2_layers import ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB
 
 NOISE_MODES = ("const", "random", "none")
+#: ``torch.compile`` of :meth:`StyleGAN2Generator._synthesize` per set of compile options (shared by
+#: all generators; dynamo guards re-specialise it per instance).
+_COMPILED: dict = {}
 
 
 def channel_table(resolution: int, channel_multiplier: int = 2, channel_base: Optional[int] = None,
@@ -97,6 +106,22 @@ class StyleGAN2Generator(Generator):
             in_ch = out_ch
         # Filled by loaders from the checkpoint's tracked W mean; empty when unknown.
         self.register_buffer("latent_avg", torch.zeros(0), persistent=False)
+        self.memory_format = torch.contiguous_format
+        self.compile_options: Optional[dict] = None
+
+    # -- speed switches --------------------------------------------------------------------------
+    def use_channels_last(self, enabled: bool = True) -> "StyleGAN2Generator":
+        """Keep synthesis activations channels-last (NHWC); outputs equal the default layout's up to
+        float rounding. Returns self."""
+        self.memory_format = torch.channels_last if enabled else torch.contiguous_format
+        return self
+
+    def compile_synthesis(self, enabled: bool = True, **options) -> "StyleGAN2Generator":
+        """Run :meth:`synthesis` (without ``modulate``: the blending stage's per-batch modulators would
+        recompile it) through ``torch.compile(**options)``; the first call per input shape compiles
+        (seconds on a GPU, minutes on a CPU). Returns self."""
+        self.compile_options = dict(options) if enabled else None
+        return self
 
     # -- mapping ---------------------------------------------------------------------------------
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0,
@@ -151,7 +176,17 @@ class StyleGAN2Generator(Generator):
         self.check_wplus(wplus)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        if self.compile_options is not None and modulate is None:
+            key = tuple(sorted(self.compile_options.items()))
+            if key not in _COMPILED:
+                _COMPILED[key] = torch.compile(StyleGAN2Generator._synthesize, **self.compile_options)
+            return _COMPILED[key](self, wplus, noise_mode, None, return_features)
+        return self._synthesize(wplus, noise_mode, modulate, return_features)
+
+    def _synthesize(self, wplus: torch.Tensor, noise_mode: str, modulate: Optional[FeatureModulator],
+                    return_features: bool):
         feats: dict[int, torch.Tensor] = {}
+        fmt = self.memory_format
 
         def tap(res: int, x: torch.Tensor) -> torch.Tensor:
             if modulate is not None:
@@ -160,13 +195,15 @@ class StyleGAN2Generator(Generator):
                 feats[res] = x
             return x
 
-        x = self.input(wplus.shape[0]).to(wplus.dtype)
+        x = self.input(wplus.shape[0]).to(wplus.dtype).contiguous(memory_format=fmt)
         x = self.conv1(x, wplus[:, 0], self._noise(0, x, noise_mode))
         x = tap(4, x)
         skip = self.to_rgb1(x, wplus[:, 1])
         for k, to_rgb in enumerate(self.to_rgbs):
+            # the FIR upsampling reshapes, which returns the default layout: restore the chosen one
             x = self.convs[2 * k](x, wplus[:, 2 * k + 1], self._noise(2 * k + 1, x, noise_mode))
-            x = self.convs[2 * k + 1](x, wplus[:, 2 * k + 2], self._noise(2 * k + 2, x, noise_mode))
+            x = self.convs[2 * k + 1](x.contiguous(memory_format=fmt), wplus[:, 2 * k + 2],
+                                      self._noise(2 * k + 2, x, noise_mode))
             x = tap(2 ** (k + 3), x)
             skip = to_rgb(x, wplus[:, 2 * k + 3], skip)
         return (skip, feats) if return_features else skip
@@ -231,18 +268,20 @@ def load_rosinality(path_or_name: str | os.PathLike = "stylegan2-ffhq-config-f.p
     Raises MissingCheckpointError (not found), CorruptCheckpointError (unreadable / truncated, or a
     checkpoint of another kind, e.g. an e4e encoder).
     """
-    from ipsb.checkpoints import CorruptCheckpointError, load_torch_file, resolve_checkpoint
+    from ipsb.checkpoints import (CorruptCheckpointError, WrongCheckpointKindError, describe_contents,
+                                  load_torch_file, resolve_checkpoint)
 
     path = resolve_checkpoint(path_or_name)
     what = "a rosinality StyleGAN2 checkpoint"
     ckpt = load_torch_file(path, what)
     if not isinstance(ckpt, dict) or "g_ema" not in ckpt:
-        keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        hint = (" It looks like an e4e/pSp checkpoint (use ipsb.backbone.encoder.load_e4e)."
-                if isinstance(ckpt, dict) and "state_dict" in ckpt else "")
-        raise CorruptCheckpointError(
-            f"'{path}' is not {what}: expected a dict with key 'g_ema' (generator state dict) and "
-            f"optionally 'latent_avg' [512], found {keys}.{hint}")
+        found = describe_contents(ckpt)
+        hint = (" For an e4e checkpoint's own generator use ipsb.backbone.encoder.load_e4e_decoder."
+                if found.startswith("an e4e") else "")
+        raise WrongCheckpointKindError(
+            f"'{path}' is {found}, not {what}: expected a dict with key 'g_ema' (generator state dict) and "
+            f"optionally 'latent_avg' [512]; give the generator file, e.g. stylegan2-ffhq-config-f.pt "
+            f"(checkpoints/README.md).{hint}")
     try:
         g = generator_from_state_dict(ckpt["g_ema"], ckpt.get("latent_avg"), what=f"'{path}' g_ema")
     except ValueError as e:

@@ -42,7 +42,8 @@ from typing import Any, Optional
 import torch
 
 from ipsb.backbone.stylegan2 import StyleGAN2Generator, generator_from_state_dict
-from ipsb.checkpoints import CorruptCheckpointError, resolve_checkpoint
+from ipsb.checkpoints import (LEGACY_TORCH_HEADER, ZIP_HEADER, CorruptCheckpointError, WrongCheckpointKindError,
+                              resolve_checkpoint)
 
 _LAYER_FIELDS = {  # NVlabs SynthesisLayer field -> rosinality StyledConv field
     "weight": "conv.weight", "affine.weight": "conv.modulation.weight",
@@ -285,18 +286,29 @@ def flatten_persistent(obj: PersistentRecord, prefix: str = "") -> "OrderedDict[
 def read_nvlabs_pkl(path: str | os.PathLike, key: str = "G_ema") -> tuple["OrderedDict[str, torch.Tensor]", dict]:
     """Restricted read of an NVlabs network pickle -> (``state_dict`` of ``data[key]``, its init kwargs)."""
     path = resolve_checkpoint(path)
+    with open(path, "rb") as f:
+        head = f.read(len(LEGACY_TORCH_HEADER))
+    torch_file = ("a PyTorch checkpoint (zip)" if head.startswith(ZIP_HEADER) else
+                  "a PyTorch checkpoint (legacy format)" if head.startswith(LEGACY_TORCH_HEADER) else None)
+    if not head:
+        raise CorruptCheckpointError(f"could not read an NVlabs network pickle from '{path}': it is empty (0 bytes); "
+                                     f"download it again (checkpoints/README.md)")
+    if torch_file:
+        raise WrongCheckpointKindError(f"'{path}' is {torch_file}, not an NVlabs network pickle (ffhq.pkl); rosinality "
+                                       f".pt generators load with ipsb.backbone.stylegan2.load_rosinality")
     try:
         with open(path, "rb") as f:
             data = RestrictedUnpickler(f, str(path)).load()
     except CorruptCheckpointError:
         raise
     except Exception as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
         raise CorruptCheckpointError(
-            f"could not read an NVlabs network pickle from '{path}': {type(e).__name__}: {e}. The file "
-            f"may be truncated or not a pickle; download it again (checkpoints/README.md).") from e
+            f"could not read an NVlabs network pickle from '{path}': it is truncated or not a pickle "
+            f"({type(e).__name__}: {first}); download it again (checkpoints/README.md)") from e
     if not isinstance(data, dict) or key not in data:
         found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
-        raise CorruptCheckpointError(
+        raise WrongCheckpointKindError(
             f"'{path}' is not an NVlabs network pickle: expected a dict with '{key}' "
             f"(keys G, D, G_ema, ...), found {found}")
     net = data[key]

@@ -1,9 +1,12 @@
 """Streaming float64 Gram matrices ``mean_i J_i^T J_i`` per group, summed across DDP ranks.
 
 A plain object rather than an ``nn.Module`` buffer on purpose: DDP broadcasts module buffers from
-rank 0 before every forward, which would overwrite each rank's partial sums. ``all_reduce`` sums
-the partial sums and sample counts of every rank in float64, so 2 processes give the result of 1
-up to summation order (about 1e-16 relative).
+rank 0 before every forward, which would overwrite each rank's partial sums. :meth:`reduced_state`
+sums the partial sums and sample counts of every rank in float64 (into a copy: the live partial
+sums stay per rank), so 2 processes give the result of 1 up to summation order (about 1e-16
+relative). It is also what a checkpoint holds; a resumed run loads it on one rank only
+(:meth:`load_state`, zeros elsewhere), so the final sum counts every sample once, whatever the number
+of ranks of either run.
 """
 from __future__ import annotations
 
@@ -66,12 +69,28 @@ class GramAccumulator:
             self.sums[g].addmm_(j.T, j)
         self.count += batch if weight is None else weight.to(self.count).sum()
 
-    def all_reduce(self) -> None:
-        """Sum the partial sums and counts over all ranks (no-op outside torch.distributed)."""
+    def reduced_state(self) -> dict:
+        """``{"sums": {group: [N,N] float64 CPU}, "count": float}`` summed over all ranks (a collective
+        under torch.distributed: every rank must call it); the live partial sums are unchanged."""
+        sums = {g: s.clone() for g, s in self.sums.items()}
+        count = self.count.clone()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            for s in self.sums.values():
+            for s in sums.values():
                 dist.all_reduce(s, op=dist.ReduceOp.SUM)
-            dist.all_reduce(self.count, op=dist.ReduceOp.SUM)
+            dist.all_reduce(count, op=dist.ReduceOp.SUM)
+        return {"sums": {g: s.cpu() for g, s in sums.items()}, "count": float(count)}
+
+    def load_state(self, state: dict, holder: bool = True) -> None:
+        """Restore a :meth:`reduced_state`: this rank takes the sums if ``holder``, zeros otherwise."""
+        sums = state.get("sums", {})
+        if set(sums) != set(self.sums):
+            raise ValueError(f"saved basis sums are for groups {sorted(sums)}, this run has {sorted(self.sums)}")
+        for g, s in sums.items():
+            if tuple(s.shape) != (self.dim, self.dim):
+                raise ValueError(f"saved basis sums of group {g!r} are {list(s.shape)}, this run needs "
+                                 f"[{self.dim},{self.dim}] (another layer set or generator?)")
+            self.sums[g].copy_(s if holder else torch.zeros_like(s))
+        self.count.fill_(float(state.get("count", 0.0)) if holder else 0.0)
 
     def mean(self) -> dict[str, torch.Tensor]:
         """``{group: mean_i J_i^T J_i [N,N]}`` float64 (symmetrised)."""

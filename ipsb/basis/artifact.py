@@ -14,7 +14,8 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError, load_torch_file
+from ipsb.checkpoints import (CorruptCheckpointError, MissingCheckpointError, WrongCheckpointKindError,
+                              describe_contents, load_torch_file)
 
 KIND = "ipsb.basis"
 FORMAT_VERSION = 1
@@ -144,9 +145,9 @@ class Basis:
     @classmethod
     def from_state_dict(cls, state: Any, source: str = "<state>") -> "Basis":
         if not isinstance(state, dict) or state.get("kind") != KIND:
-            kind = state.get("kind") if isinstance(state, dict) else type(state).__name__
-            raise CorruptCheckpointError(
-                f"'{source}' is not an ipsb basis file (expected kind {KIND!r}, found {kind!r})")
+            raise WrongCheckpointKindError(
+                f"'{source}' is {describe_contents(state)}, not an ipsb basis file (kind {KIND!r}); build one "
+                f"with `ipsb fit --config lightning_configs/basis.yaml` (or lightning_configs/toy/basis.yaml)")
         if state.get("format_version") != FORMAT_VERSION:
             raise CorruptCheckpointError(
                 f"basis file '{source}' has format version {state.get('format_version')}, "

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 PROG = "ipsb align"
@@ -66,33 +64,16 @@ def plan(inputs: list[Path], out: Path) -> list[tuple[Path, Path, Path]]:
     return jobs
 
 
-def _write_atomic(path: Path, write) -> None:
-    """``write(tmp_path)`` into a temporary file next to ``path``, then rename it to ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def main(argv: list[str]) -> int:
-    from ipsb.data.output_plan import OutputPlanError, check_no_existing, check_writable_folder
+    """Run ``ipsb align``; plan errors raise (the ``ipsb`` command reports them in one line, exit 2)."""
+    from ipsb.data.output_plan import check_no_existing, check_writable_folder
 
     args = build_parser().parse_args(argv)
     if args.size < 8:
-        print(f"{PROG}: error: --size must be >= 8, got {args.size}", file=sys.stderr)
-        return 2
-    try:
-        jobs = plan(args.images, args.out)
-        check_no_existing([p for _, png, js in jobs for p in (png, js)], args.overwrite)
-        check_writable_folder(args.out)
-    except OutputPlanError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--size must be >= 8, got {args.size}")
+    jobs = plan(args.images, args.out)
+    check_no_existing([p for _, png, js in jobs for p in (png, js)], args.overwrite)
+    check_writable_folder(args.out)
     return _run(jobs, args)
 
 
@@ -101,6 +82,7 @@ def _run(jobs, args) -> int:
 
     from ipsb.data.align import FaceAligner, NoFaceError
     from ipsb.data.image_reader import ImageReadError, read_rgb
+    from ipsb.data.output_plan import write_atomic
 
     aligner = FaceAligner(output_size=args.size, select=args.select, transform_size=args.transform_size)
     failed = 0
@@ -111,15 +93,12 @@ def _run(jobs, args) -> int:
             print(f"skipped {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        except ImportError as e:
-            print(f"{PROG}: error: {e}", file=sys.stderr)
-            return 2
         crop = ((face.image + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
         record = {"source": str(path), "size": args.size, "transform_size": aligner.transform_size,
                   "matrix": face.matrix.tolist(), "quad": face.quad.tolist(), "landmarks": face.landmarks.tolist()}
         try:
-            _write_atomic(png, lambda tmp: Image.fromarray(crop).save(tmp, format="PNG"))
-            _write_atomic(record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+            write_atomic(png, lambda tmp: Image.fromarray(crop).save(tmp, format="PNG"))
+            write_atomic(record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
         except OSError as e:
             print(f"{PROG}: error: cannot write '{png}': {e.strerror or e}", file=sys.stderr)
             return 2

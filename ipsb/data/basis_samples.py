@@ -6,7 +6,7 @@ a file of W+ inversions), so a sample does not depend on batch or rank. Each ran
 ``rank, rank + world, ...`` (an ``IterableDataset``, so Lightning does not add a
 ``DistributedSampler``, whose padding would count some samples twice) and pads its shard with
 ``valid = False`` entries so every rank runs the same number of steps (DDP's per-step buffer
-broadcast needs that); padded entries get weight 0 in the accumulators.
+broadcast needs that); the module skips padded entries.
 """
 from __future__ import annotations
 

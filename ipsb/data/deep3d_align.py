@@ -45,12 +45,14 @@ def extract_5p(lm68: np.ndarray) -> np.ndarray:
 
 def load_lm3d(path: str | os.PathLike) -> np.ndarray:
     """``similarity_Lm3D_all.mat`` (key ``lm``, 68x3) -> the 5-point template ``[5,3]``."""
-    import scipy.io
+    from ipsb.checkpoints import WrongCheckpointKindError, load_mat_file
 
-    raw = scipy.io.loadmat(str(path))
-    if "lm" not in raw:
-        raise ValueError(f"'{path}' has no key 'lm' (expected Deep3DFaceRecon's BFM/similarity_Lm3D_all.mat)")
-    return extract_5p(raw["lm"])
+    raw = load_mat_file(path, "the 3D landmark template (similarity_Lm3D_all.mat)")
+    lm = raw.get("lm")
+    if not isinstance(lm, np.ndarray) or lm.ndim != 2 or lm.shape[0] != 68:
+        raise WrongCheckpointKindError(f"'{path}' has no 68-point template under key 'lm' (expected Deep3DFaceRecon's "
+                                       f"BFM/similarity_Lm3D_all.mat)")
+    return extract_5p(lm)
 
 
 def pos(lm2d: np.ndarray, lm3d: np.ndarray) -> tuple[np.ndarray, float]:

@@ -27,7 +27,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ipsb.checkpoints import MissingCheckpointError, UnexpectedContentError, load_torch_file
+from ipsb.checkpoints import (MissingCheckpointError, UnexpectedContentError, WrongCheckpointKindError,
+                              describe_contents, load_torch_file)
 
 
 class PairDataset(Dataset):
@@ -197,7 +198,9 @@ def load_wplus_file(path: str | os.PathLike, num_ws: Optional[int] = None, w_dim
     obj = load_torch_file(path, "W+ codes")
     if isinstance(obj, dict):
         if "wplus" not in obj:
-            raise UnexpectedContentError(f"'{path}' holds a dict without key 'wplus' (keys: {sorted(obj)[:10]})")
+            raise WrongCheckpointKindError(f"'{path}' is {describe_contents(obj)}, not W+ codes (a tensor "
+                                           f"[N,num_ws,w_dim] or {{'wplus': tensor}}, e.g. `ipsb predict --config "
+                                           f"lightning_configs/invert.yaml`)")
         obj = obj["wplus"]
     if not isinstance(obj, torch.Tensor) or obj.dim() != 3 or not obj.is_floating_point():
         what = list(obj.shape) if isinstance(obj, torch.Tensor) else type(obj).__name__

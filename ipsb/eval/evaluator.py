@@ -19,6 +19,9 @@ each row reports; every row names its preset. CelebA-HQ (``benchmark: celebahq``
 folder (real statistics cached under ``fid_cache_dir`` by a hash of the image list and the feature
 network); the retrieval gallery is the distinct source images of the pairs list.
 
+The measuring itself (metric set of a row, its update from a batch, the row) is
+:mod:`ipsb.eval.swap_measures`, shared with the training-time evaluation callback.
+
 DDP: every metric keeps per-sample states de-duplicated by ``sample_index`` (exact whatever the
 sampler padding); ``compute()`` runs on every rank (collective), only rank 0 writes the table.
 An existing table is refused at the start (before any work) unless ``overwrite: true``.
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from lightning.pytorch import LightningModule
@@ -36,14 +39,9 @@ from torch import nn
 from ipsb.checkpoints import sha256_file
 from ipsb.config_objects import build
 from ipsb.eval.methods import SwapMethod
-from ipsb.eval.networks import METRIC_COLUMNS, MetricNetworks
+from ipsb.eval.networks import MetricNetworks
+from ipsb.eval.swap_measures import PairEvaluation
 from ipsb.eval.table import build_table, check_benchmark, check_writable, table_paths, write_table
-from ipsb.metrics import FID, ExpressionError, IDRetrieval, IDSimilarity, PoseError
-from ipsb.metrics.sample_dedup import cat_state
-
-
-def _scalar(x: torch.Tensor) -> float:
-    return float(x.detach().cpu())
 
 
 class EvaluationModule(LightningModule):
@@ -94,7 +92,7 @@ class EvaluationModule(LightningModule):
             raise ValueError("the CelebA-HQ benchmark reports FID: add a 'fid' feature network to the metric networks")
         self.fid_cache_dir, self.fid_batch_size, self.notes = fid_cache_dir, int(fid_batch_size), list(notes)
         self.row_names: list[str] = []
-        self.row_metrics = nn.ModuleList()
+        self.evaluation: Optional[PairEvaluation] = None
         self.results: list[dict] = []
         self.written: Optional[tuple[Path, Path]] = None
         self._gallery_ids: dict[str, int] = {}
@@ -117,21 +115,16 @@ class EvaluationModule(LightningModule):
             return f"{getattr(dm, 'method', 'manipulated')} (dataset videos)"
         return f"{Path(str(swaps)).name} (precomputed)"
 
-    def _new_metrics(self) -> nn.ModuleDict:
-        pose_inputs = "logits" if self.networks.pose_has_logits else "degrees"
-        a, b = self.networks.expression_slice
-        divisor = self.networks.preset.id_cosine_first_items_divisor
-        d = {"retrieval": IDRetrieval(top_k=self.top_k), "similarity": IDSimilarity(first_items_divisor=divisor),
-             "expression": ExpressionError(num_coeffs=b - a)}
-        if self.networks.pose is not None:
-            d["pose"] = PoseError(inputs=pose_inputs)
+    @property
+    def _gallery(self) -> str:
+        """The retrieval gallery policy (:data:`ipsb.eval.swap_measures.GALLERIES`)."""
         if self.benchmark == "celebahq":
-            d["fid"] = FID(feature=self.networks.fid)
-        return nn.ModuleDict(d)
+            return "pair_sources"
+        return "item_sources" if self.networks.preset.id_gallery == "item_sources" else "source_frames"
 
     @property
     def _item_source_gallery(self) -> bool:
-        return self.benchmark == "ffpp" and self.networks.preset.id_gallery == "item_sources"
+        return self._gallery == "item_sources"
 
     def setup(self, stage: str) -> None:
         """The FF++ gallery loader is read only when the preset's gallery is the source frames."""
@@ -149,7 +142,8 @@ class EvaluationModule(LightningModule):
         if len(set(rows)) != len(rows):
             raise ValueError(f"row names must be unique, got {rows}; set data_swaps_name")
         self.row_names = rows
-        self.row_metrics = nn.ModuleList([self._new_metrics() for _ in rows]).to(self.device)
+        self.evaluation = PairEvaluation(self.networks, rows, self._gallery, self.top_k,
+                                         fid=self.benchmark == "celebahq").to(self.device)
         self.results, self.written = [], None
         if self.benchmark == "celebahq":
             dm.setup("test")
@@ -172,16 +166,13 @@ class EvaluationModule(LightningModule):
                 imgs = torch.stack([load_image(dm.dataset.root / files[i], size) for i in idx]).to(self.device)
                 yield imgs, torch.tensor(idx, device=self.device)
 
-        first: FID = self.row_metrics[0]["fid"]
         with torch.no_grad():
             if self.fid_cache_dir:
-                first.use_cached_real_statistics(self.fid_cache_dir, files, batches)
+                self.evaluation.row_metrics[0].fid.use_cached_real_statistics(self.fid_cache_dir, files, batches)
             else:
                 for imgs, idx in batches():
-                    first.update(imgs, real=True, sample_index=idx)
-            stats = first.real_statistics()          # collective: every rank gets the global statistics
-        for metrics in self.row_metrics:
-            metrics["fid"].set_real_statistics(*stats)
+                    self.evaluation.add_real(imgs, idx)
+            self.evaluation.share_real_statistics()   # collective: every rank gets the global statistics
 
     # ------------------------------------------------------------------ steps
     def _swaps(self, batch: dict) -> list[torch.Tensor]:
@@ -200,63 +191,13 @@ class EvaluationModule(LightningModule):
 
     @torch.no_grad()
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        nets = self.networks
         if self.benchmark == "ffpp" and dataloader_idx == 1:           # the gallery of source frames
-            if self._item_source_gallery:
-                return
-            emb = nets.embed(batch["image"])
-            for metrics in self.row_metrics:
-                metrics["retrieval"].update_gallery(emb, batch["video_id"], batch["sample_index"])
+            self.evaluation.gallery_step(batch)
             return
-        idx = batch["sample_index"]
-        src_emb = nets.embed(batch["source"])
-        tgt_exp = nets.expression(batch["target"])
-        tgt_pose = nets.head_pose(batch["target"])
-        if self._item_source_gallery:        # each item's source image, labelled by its target video
-            src_id = batch["target_id"]
-            for metrics in self.row_metrics:
-                metrics["retrieval"].update_gallery(src_emb, src_id, idx)
-        elif self.benchmark == "ffpp":
-            src_id = batch["source_id"]
-        else:
-            names = batch["source_name"]
-            src_id = torch.tensor([self._gallery_ids[n] for n in names], device=idx.device)
-            for metrics in self.row_metrics:
-                metrics["retrieval"].update_gallery(src_emb, src_id, src_id)
-        for metrics, swap in zip(self.row_metrics, self._swaps(batch)):
-            emb = nets.embed(swap)
-            metrics["retrieval"].update(emb, src_id, idx)
-            metrics["similarity"].update(emb, src_emb, idx)
-            metrics["expression"].update(nets.expression(swap), tgt_exp, idx)
-            if "pose" in metrics:
-                metrics["pose"].update(nets.head_pose(swap), tgt_pose, idx)
-            if "fid" in metrics:
-                metrics["fid"].update(swap, real=False, sample_index=idx)
-
-    # ------------------------------------------------------------------ results
-    def _row(self, name: str, metrics: nn.ModuleDict) -> dict[str, Any]:
-        ret = metrics["retrieval"].compute()
-        exp = metrics["expression"].compute()
-        row = {"method": name, "source": "measured",
-               "id_top1_pct": 100 * _scalar(ret["top1"]), "id_top5_pct": 100 * _scalar(ret["top5"]),
-               "id_cosine": _scalar(metrics["similarity"].compute()),
-               "exp_l2": _scalar(exp["l2"]), "exp_sqrt_mse": _scalar(exp["sqrt_mse"])}
-        for k in self.top_k:
-            row[f"id_top{k}_pct"] = 100 * _scalar(ret[f"top{k}"])
-        if "pose" in metrics:
-            pose = metrics["pose"].compute()
-            row["pose_deg"] = _scalar(pose["deg_l2"])
-            row["pose_bin_sqrt_mse"] = _scalar(pose["bin_sqrt_mse"]) if "bin_sqrt_mse" in pose else None
-            row["pose_logit_l2"] = _scalar(pose["logit_angle_l2"]) if "logit_angle_l2" in pose else None
-        if "fid" in metrics:
-            row["fid"] = _scalar(metrics["fid"].compute())
-        preset = self.networks.preset
-        row = {k: (v if k not in METRIC_COLUMNS or k in preset.columns else None) for k, v in row.items()}
-        row["preset"] = preset.name
-        sim = metrics["similarity"]
-        with sim.sync_context(should_sync=True):
-            row["num_items"] = int(torch.unique(cat_state(sim.sample_index)).numel())
-        return row
+        if self.benchmark == "celebahq":     # the retrieval label: the source's place among the distinct sources
+            ids = [self._gallery_ids[n] for n in batch["source_name"]]
+            batch = {**batch, "source_id": torch.tensor(ids, device=batch["sample_index"].device)}
+        self.evaluation.pairs_step(batch, self._swaps(batch))
 
     def _manifest_record(self, dm) -> Optional[dict]:
         m = getattr(dm, "manifest", None)
@@ -276,7 +217,7 @@ class EvaluationModule(LightningModule):
         return None
 
     def on_test_epoch_end(self) -> None:
-        self.results = [self._row(n, m) for n, m in zip(self.row_names, self.row_metrics)]  # collective
+        self.results = self.evaluation.rows()  # collective
         if not self.trainer.is_global_zero:
             return
         dm = self._datamodule()

@@ -289,6 +289,27 @@ class MetricNetworks(nn.Module):
         nets.config = config
         return nets
 
+    @classmethod
+    def from_backbone(cls, backbone: nn.Module, fid: bool = True) -> "MetricNetworks":
+        """A stage's frozen backbone as metric networks (no preset: every form the networks allow).
+
+        ``identity`` and ``regressor`` are the backbone's (expression = the face model's ``exp``
+        group); ``pose`` its pose network, else the regressor's ``angle`` group in degrees
+        (:class:`~ipsb.eval.adapters.RegressorAnglePose`); with ``fid``, FID features are the
+        regressor's coefficients (:class:`~ipsb.eval.adapters.CoeffFeatures`: FIDs comparable only with
+        each other; an Inception FID needs its own ``fid`` network in a config).
+        """
+        from ipsb.eval.adapters import CoeffFeatures, RegressorAnglePose
+
+        groups = dict(getattr(backbone.face_model, "coeff_groups", None) or {})
+        if "exp" not in groups:
+            raise ValueError(f"the backbone's face model has no 'exp' coefficient group (has {sorted(groups)})")
+        pose = getattr(backbone, "pose", None)
+        if pose is None:
+            pose = RegressorAnglePose(backbone.regressor, groups.get("angle"))
+        return cls(identity=backbone.identity, regressor=backbone.regressor, pose=pose,
+                   fid=CoeffFeatures(backbone.regressor) if fid else None, expression_slice=groups["exp"])
+
     # ------------------------------------------------------------------ measurements
     @property
     def pose_has_logits(self) -> bool:

@@ -18,6 +18,12 @@ from torchmetrics import Metric
 from ipsb.metrics.sample_dedup import cat_state, check_sample_index, dedup_by_index
 
 
+def expression_sq_distance(swap_exp: Tensor, target_exp: Tensor) -> Tensor:
+    """Per-sample squared L2 distance ``[B]`` (float64) of expression coefficients ``[B,E]``; its square
+    root is the per-sample expression error that ``l2`` averages."""
+    return (swap_exp.detach().double() - target_exp.detach().double()).square().sum(1)
+
+
 class ExpressionError(Metric):
     """:meth:`compute` returns ``{"l2": mean L2, "sqrt_mse": sqrt(MSE * num_coeffs)}``."""
 
@@ -39,9 +45,9 @@ class ExpressionError(Metric):
         if swap_exp.shape != target_exp.shape:
             raise ValueError(f"ExpressionError.update: swap {list(swap_exp.shape)} and target "
                              f"{list(target_exp.shape)} differ in batch size")
-        d = swap_exp.detach().double() - target_exp.detach().double()
-        self.sq_dist.append(d.square().sum(1))
-        self.sample_index.append(check_sample_index(sample_index, d.shape[0], "ExpressionError.update").to(d.device))
+        sq = expression_sq_distance(swap_exp, target_exp)
+        self.sq_dist.append(sq)
+        self.sample_index.append(check_sample_index(sample_index, sq.shape[0], "ExpressionError.update").to(sq.device))
 
     def compute(self) -> dict[str, Tensor]:
         idx = cat_state(self.sample_index)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
+from ipsb.losses.identity import identity_cosine
 from ipsb.metrics.sample_dedup import cat_state, check_sample_index, dedup_by_index
 
 
@@ -138,7 +139,7 @@ class IDSimilarity(Metric):
         if a.shape != b.shape:
             raise ValueError(f"IDSimilarity.update: swap {list(a.shape)} and source {list(b.shape)} "
                              f"embeddings must have the same shape")
-        self.cosine.append(F.cosine_similarity(a, b, dim=1))
+        self.cosine.append(identity_cosine(a, b))
         self.sample_index.append(check_sample_index(sample_index, a.shape[0], "IDSimilarity.update").to(a.device))
 
     def compute(self) -> Tensor:

@@ -29,6 +29,15 @@ from ipsb.metrics.sample_dedup import cat_state, check_sample_index, dedup_by_in
 NUM_BINS = 66
 
 
+def pose_degree_distance(swap: Tensor, target: Tensor) -> Tensor:
+    """Per-sample L2 distance ``[B]`` (float64) of (yaw, pitch, roll) in degrees: inputs ``[B,3]``
+    degrees, or ``[B,3,66]`` HopeNet bin logits (their softmax expectation); ``deg_l2`` averages it."""
+    s, t = swap.detach().double(), target.detach().double()
+    if s.dim() == 3:
+        s, t = hopenet_degrees(s), hopenet_degrees(t)
+    return (s - t).norm(dim=1)
+
+
 class PoseError(Metric):
     """Pose distance swap vs target; :meth:`compute` returns ``{"deg_l2", ["bin_sqrt_mse", "logit_angle_l2"]}``."""
 
@@ -60,13 +69,10 @@ class PoseError(Metric):
         if s.shape != t.shape:
             raise ValueError(f"PoseError.update: swap {list(s.shape)} and target {list(t.shape)} differ in shape")
         if self.inputs == "logits":
-            deg_s, deg_t = hopenet_degrees(s), hopenet_degrees(t)
             bs, bt = (torch.softmax(s, -1), torch.softmax(t, -1)) if self.bin_values == "softmax" else (s, t)
             self.bin_sq.append((bs - bt).square().sum((1, 2)))
             self.logit_sq.append((s - t).square().sum(2))                       # [B,3] per angle
-        else:
-            deg_s, deg_t = s, t
-        self.deg_l2.append((deg_s - deg_t).norm(dim=1))
+        self.deg_l2.append(pose_degree_distance(s, t))
         self.sample_index.append(check_sample_index(sample_index, s.shape[0], "PoseError.update").to(s.device))
 
     def compute(self) -> dict[str, Tensor]:

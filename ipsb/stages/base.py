@@ -80,6 +80,9 @@ class StageModule(LightningModule):
     #: How errors and ``ipsb`` messages name this stage's checkpoints, and how to make one.
     checkpoint_label: str = "stage"
     train_hint: str = ""
+    #: Constructor arguments that name files this stage reads (another stage's checkpoint, a basis):
+    #: a relative one is also looked up next to a checkpoint that names it (``load_stage_checkpoint``).
+    input_files: tuple[str, ...] = ()
 
     def __init__(self, backbone: FaceBackbone, optimizer: Optional[OptimizerCallable] = adam(),
                  lr_scheduler: Optional[LRSchedulerCallable] = None):
@@ -140,11 +143,12 @@ class StageModule(LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def backbone_record(self) -> dict:
-        """``{"config": ..., "file_hashes": {file: sha256}}`` written into stage checkpoints."""
+        """``{"config": ..., "file_hashes": {file: sha256}}`` written into stage checkpoints: the
+        hashes of the files of the components this stage uses (``backbone_components``)."""
         if self.backbone.config is None:
             raise ValueError("this stage's backbone was built without a config, so a checkpoint could not "
                              "rebuild it; build it with FaceBackbone.from_config(...) or from a YAML file")
-        return {"config": copy.deepcopy(self.backbone.config), "file_hashes": self.backbone.file_hashes()}
+        return {"config": copy.deepcopy(self.backbone.config), "file_hashes": self.backbone.file_hashes(self.backbone_components)}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Drop the backbone's tensors; write the backbone record and the stage's class."""

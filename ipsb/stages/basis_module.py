@@ -7,6 +7,16 @@ per-sample Jacobians of the attribute groups and of the identity embedding
 optimised. At the end of fit the accumulators are summed over DDP ranks, every rank solves the
 generalized eigenproblem (``self.basis``) and rank 0 writes the :class:`~ipsb.basis.artifact.Basis`
 file to ``output_path`` (refusing to overwrite unless ``overwrite``).
+
+Resumable: a checkpoint (Lightning ``ModelCheckpoint``, e.g. ``every_n_train_steps``) holds, under
+``checkpoint["ipsb_basis_accumulation"]``, the float64 sums and sample count summed over ranks, the
+indices of the samples they contain and the settings that decide what a sample contributes. A run
+resumed from it (``ipsb fit --config ... --ckpt_path last``, any number of ranks) loads the sums on
+rank 0 and skips the samples already counted; since every sample (its ``w0`` and its random identity
+draws) depends only on its index, it ends with the sums of an uninterrupted run, up to float64
+summation order. Lightning counts steps by optimizer steps, so each training step makes one step of
+a zero-learning-rate SGD over the unused ``ddp_anchor`` parameter: ``global_step``, and with it
+``every_n_train_steps`` and ``max_steps``, then count batches.
 """
 from __future__ import annotations
 
@@ -19,6 +29,7 @@ from torch import nn
 from ipsb.backbone.bundle import FaceBackbone
 from ipsb.basis.accumulator import GramAccumulator
 from ipsb.basis.artifact import Basis
+from ipsb.basis.identity_rows import IdentityRows
 from ipsb.basis.layers import DEFAULT_LAYERS, layer_mask
 from ipsb.basis.probe import DEFAULT_ATTRIBUTE_GROUPS, AttributeProbe, coefficient_columns
 from ipsb.data.latents import load_wplus_file
@@ -26,6 +37,12 @@ from ipsb.basis.solve import solve_basis
 from ipsb.stages.base import StageModule
 
 DEFAULT_K = {"pose": 3, "exp": 10, "light": 5}
+#: Added to a sample's seed for its identity sketch draws, so they never reuse its z draw.
+IDENTITY_SEED_OFFSET = 1 << 48
+#: Checkpoint entry of the accumulated sums (see the module docstring).
+RESUME_KEY = "ipsb_basis_accumulation"
+#: Settings a resumed run must share with its checkpoint: they decide what each sample contributes.
+RESUME_SETTINGS = ("layers", "groups", "use_identity", "truncation_psi", "seed", "wplus_path", "identity_rows")
 
 
 def _dtype_of(module: nn.Module) -> torch.dtype:
@@ -42,6 +59,17 @@ def generator_sha256(backbone: FaceBackbone) -> Optional[str]:
 
     files = [p for name, p in backbone.checkpoint_files().items() if name.split(".")[0] == "generator"]
     return ",".join(sha256_file(p) for p in files) or None
+
+
+def _gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` outside torch.distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 class BasisModule(StageModule):
@@ -63,6 +91,9 @@ class BasisModule(StageModule):
         wplus_path: file of W+ inversions to use instead of sampling (row ``i`` = sample ``i``).
         chunk_size: Jacobian rows per reverse pass (bounds memory at 1024 px).
         vectorize: vmap over Jacobian rows (None: automatic, see :func:`~ipsb.basis.jacobian.wplus_jacobian`).
+        identity_rows: how ``H_id`` is estimated per sample: ``exact`` (``E`` reverse passes),
+            ``sketch:k`` or ``lowrank:q`` (see :mod:`ipsb.basis.identity_rows`; the random draws of
+            sample ``i`` are seeded from ``seed`` and ``i``).
     """
 
     #: only these backbone components are built (e4e, the face parser, HopeNet, LPIPS are not needed)
@@ -73,7 +104,8 @@ class BasisModule(StageModule):
                  groups: Optional[dict[str, list[str]]] = None, k: Optional[dict[str, int]] = None,
                  delta: float = 1e-3, relative_delta: bool = True, use_identity: bool = True,
                  truncation_psi: float = 0.7, seed: int = 0, wplus_path: Optional[str] = None,
-                 chunk_size: Optional[int] = 16, vectorize: Optional[bool] = None):
+                 chunk_size: Optional[int] = 16, vectorize: Optional[bool] = None,
+                 identity_rows: str = "exact"):
         super().__init__(backbone, optimizer=None)
         self.automatic_optimization = False
         self.output_path, self.overwrite = output_path, overwrite
@@ -85,6 +117,7 @@ class BasisModule(StageModule):
         self.delta, self.relative_delta, self.use_identity = float(delta), relative_delta, use_identity
         self.truncation_psi, self.seed, self.wplus_path = float(truncation_psi), int(seed), wplus_path
         self.chunk_size, self.vectorize = chunk_size, vectorize
+        self.identity_rows = str(IdentityRows.parse(identity_rows))
         gen = self.backbone.generator
         self.mask = layer_mask(layers, gen.num_ws)
         coeff_groups = getattr(self.backbone.face_model, "coeff_groups", None) or self.backbone.regressor.coeff_groups
@@ -93,17 +126,23 @@ class BasisModule(StageModule):
         self.basis: Optional[Basis] = None
         self._wplus: Optional[torch.Tensor] = None
         self._mean_latent: Optional[torch.Tensor] = None
-        # DDP refuses to wrap a module without a trainable parameter; this one is never used.
+        self._done: set[int] = set()          # sample indices in the sums (all ranks, as of the last resume)
+        self._done_here: list[int] = []       # sample indices this rank added since then
+        self._resume: Optional[dict] = None
+        # DDP refuses to wrap a module without a trainable parameter; this one never gets a gradient
+        # (the zero-lr optimizer of configure_optimizers only makes Lightning count steps).
         self.ddp_anchor = nn.Parameter(torch.zeros(()))
 
     # ------------------------------------------------------------------ setup
     def _probe(self) -> AttributeProbe:
         bb = self.backbone
         return AttributeProbe(bb.generator, bb.regressor, self.columns, bb.identity if self.use_identity else None,
-                              self.mask.to(self.device), self.chunk_size, "const", self.vectorize)
+                              self.mask.to(self.device), self.chunk_size, "const", self.vectorize,
+                              self.identity_rows)
 
     def configure_optimizers(self):
-        return None
+        """Zero-learning-rate SGD over ``ddp_anchor``: nothing is optimised, Lightning counts its steps."""
+        return torch.optim.SGD([self.ddp_anchor], lr=0.0)
 
     def on_fit_start(self) -> None:
         if self.trainer.is_global_zero and Path(self.output_path).exists() and not self.overwrite:
@@ -114,11 +153,59 @@ class BasisModule(StageModule):
         groups = list(self.groups) + (["id"] if self.use_identity else [])
         self.accumulator = GramAccumulator(groups, n, self.device)
         self.basis, self._mean_latent = None, None
+        self._done, self._done_here = set(), []
         if self.wplus_path is not None:
             self._wplus = load_wplus_file(self.wplus_path)
             gen.check_wplus(self._wplus)
+        self._apply_resume()
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self._apply_resume()      # strategies that restore checkpoints after setup get here first
+
+    # ------------------------------------------------------------------ resume
+    def _resume_settings(self) -> dict:
+        return {name: getattr(self, name) for name in RESUME_SETTINGS}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.accumulator is None:
+            return
+        state = self.accumulator.reduced_state()          # a collective: every rank saves together
+        done = set(self._done)
+        for part in _gather_objects(self._done_here):
+            done.update(part)
+        checkpoint[RESUME_KEY] = {**state, "done": torch.tensor(sorted(done), dtype=torch.long),
+                                  "settings": self._resume_settings()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._resume = checkpoint.get(RESUME_KEY)
+
+    def _apply_resume(self) -> None:
+        if self._resume is None or self.accumulator is None:
+            return
+        saved, now = self._resume.get("settings", {}), self._resume_settings()
+        differ = [k for k in RESUME_SETTINGS if saved.get(k) != now[k]]
+        if differ:
+            raise ValueError("cannot resume this basis run from the checkpoint: its samples were accumulated with "
+                             + ", ".join(f"{k}={saved.get(k)!r}" for k in differ) + "; this run has "
+                             + ", ".join(f"{k}={now[k]!r}" for k in differ)
+                             + ". Resume with the same model settings, or start a new run without --ckpt_path")
+        self.accumulator.load_state(self._resume, holder=self.trainer.is_global_zero)
+        self._done = set(int(i) for i in self._resume["done"].tolist())
+        self._done_here = []
+        self._resume = None
 
     # ------------------------------------------------------------------ samples
+    def sample_seed(self, index: int) -> int:
+        """Seed of sample ``index``'s z (:meth:`sample_wplus`)."""
+        return self.seed * 1_000_003 + int(index)
+
+    def identity_seed(self, index: int) -> int:
+        """Seed of sample ``index``'s identity sketch draws (a stream disjoint from the z seeds)."""
+        return self.sample_seed(index) + IDENTITY_SEED_OFFSET
+
     @torch.no_grad()
     def sample_wplus(self, index: torch.Tensor) -> torch.Tensor:
         """Sample indices ``[B]`` -> W+ codes ``w0 [B,num_ws,w_dim]`` (independent of batch and rank)."""
@@ -127,7 +214,7 @@ class BasisModule(StageModule):
         if self._wplus is not None:
             return self._wplus[index.cpu()].to(self.device, dtype)
         z_dim = getattr(gen, "z_dim", gen.w_dim)
-        z = torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + int(i)))
+        z = torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(self.sample_seed(int(i))))
                          for i in index.cpu()]).to(self.device, dtype)
         if self._mean_latent is None and self.truncation_psi != 1.0:
             self._mean_latent = gen.mean_latent().to(self.device, dtype)
@@ -136,19 +223,29 @@ class BasisModule(StageModule):
 
     # ------------------------------------------------------------------ loop
     def training_step(self, batch, batch_idx):
-        w0 = self.sample_wplus(batch["index"])
-        jac = self._probe()(w0)
-        self.accumulator.update(jac, weight=batch["valid"].to(torch.float64))
+        """Add the batch's valid samples that are not in the sums yet (padding and, after a resume,
+        samples already counted are skipped), then make the no-op optimizer step."""
+        index = [int(i) for i, valid in zip(batch["index"].cpu(), batch["valid"].cpu())
+                 if bool(valid) and int(i) not in self._done]
+        if index:
+            todo = torch.tensor(index, dtype=torch.long)
+            jac = self._probe()(self.sample_wplus(todo), [self.identity_seed(i) for i in index])
+            self.accumulator.update(jac)
+            self._done.update(index)
+            self._done_here.extend(index)
+        self.optimizers().step()
         return None
 
     def on_train_end(self) -> None:
-        self.accumulator.all_reduce()
+        total = GramAccumulator(self.accumulator.groups, self.accumulator.dim, self.device)
+        total.load_state(self.accumulator.reduced_state())     # sum over ranks; the live sums stay per rank
         sha = generator_sha256(self.backbone)
         config = dict(layers=self.layers, groups=self.groups, k=self.k, delta=self.delta,
                       relative_delta=self.relative_delta, use_identity=self.use_identity,
                       truncation_psi=self.truncation_psi, seed=self.seed, wplus_path=self.wplus_path,
-                      num_samples=int(self.accumulator.count))
-        self.basis = solve_basis(self.accumulator.mean(), self.k, self.mask.cpu(), self.backbone.generator.w_dim,
+                      identity_rows=self.identity_rows,
+                      num_samples=int(total.count))
+        self.basis = solve_basis(total.mean(), self.k, self.mask.cpu(), self.backbone.generator.w_dim,
                                  self.delta, self.relative_delta, sha, config)
         if self.trainer.is_global_zero:
             self.basis.save(self.output_path, overwrite=self.overwrite)

@@ -16,26 +16,32 @@ Inside the face the MSFT leaves the features alone, so the face stays the stage-
 A batch is ``{"w_s", "w_t"}`` (the stage-2 code is computed on the fly) and may carry a precomputed
 stage-2 code ``"w_swap"`` ``[B,num_ws,w_dim]``.
 
-Logged (``train/``, ``val/``): ``loss``, ``loss_b``, ``loss_p``, ``bg_mae`` (mean abs error to the
-target outside the face, = L_b) and ``id_cosine`` (identity cosine of the result to the source);
-validation adds both for the stage-2 image (``*_stage2``).
+Logged (``train/``, ``val/``): ``loss``, ``loss_b``, ``loss_p`` and ``bg_mae`` (mean abs error to the
+target outside the face, = L_b); validation adds the per-step swap errors ``id_similarity``,
+``exp_error``, ``pose_error`` (:func:`ipsb.eval.swap_measures.backbone_swap_errors`) and all of them for
+the stage-2 image (``*_stage2``). The evaluation numbers come from the
+:class:`~ipsb.callbacks.swap_evaluation.SwapEvaluation` callback (:meth:`BlendModule.swap_wplus`).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import copy
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from ipsb.backbone.bundle import FaceBackbone
+from ipsb.eval.swap_measures import BackboneNetworks, backbone_swap_errors, measure_reference
 from ipsb.losses.background import background_l1
-from ipsb.losses.identity import identity_cosine
 from ipsb.losses.perceptual import perceptual_distance
 from ipsb.nets.face_mask import FaceRegionMask
 from ipsb.nets.msft import MSFT
 from ipsb.stages.base import PairStageModule, adamw
 from ipsb.stages.detail_module import load_detail_stage
 from ipsb.stages.pair_batch import check_pair
+
+if TYPE_CHECKING:
+    from ipsb.swap import FaceSwapper
 
 REGIONS = ("all", "outside_face")
 
@@ -58,6 +64,7 @@ class BlendModule(PairStageModule):
     """
 
     checkpoint_label = "stage-3"
+    input_files = ("detail_checkpoint", "mapping_checkpoint")
     train_hint = "ipsb fit --config lightning_configs/toy/blend.yaml (or blend.yaml)"
 
     def __init__(self, backbone: FaceBackbone, detail_checkpoint: str, mapping_checkpoint: Optional[str] = None,
@@ -123,10 +130,13 @@ class BlendModule(PairStageModule):
 
     @torch.no_grad()
     def measure(self, image: torch.Tensor, prep: dict) -> dict[str, torch.Tensor]:
-        """Per-sample ``bg_mae`` and ``id_cosine`` ``[B]`` of an image against the pair."""
+        """Per-sample ``bg_mae`` and swap errors (``id_similarity``, ``exp_error``, ``pose_error``) ``[B]``
+        of an image against the pair (the pair's reference is read once and kept in ``prep``)."""
         bb = self.backbone
+        if "reference" not in prep:
+            prep["reference"] = measure_reference(BackboneNetworks(bb), prep["image_s"], prep["image_t"])
         return {"bg_mae": background_l1(image, prep["image_t"], 1 - prep["mask"]),
-                "id_cosine": identity_cosine(bb.identity(image), bb.identity(prep["image_s"]))}
+                **backbone_swap_errors(bb, image, prep["reference"])}
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
         prep = self.prepare(batch)
@@ -143,6 +153,20 @@ class BlendModule(PairStageModule):
         self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, batch_size=bs, sync_dist=stage != "train",
                       on_step=stage == "train", on_epoch=True)
         return terms["loss"]
+
+    @torch.no_grad()
+    def swap_wplus(self, w_s: torch.Tensor, w_t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Swap W+ pairs ``[B,num_ws,w_dim]`` -> ``{"source", "target", "stage1", "stage2", "swap"}``
+        images ``[B,3,R,R]`` in [-1,1]."""
+        return self.grid_images({"w_s": w_s, "w_t": w_t})
+
+    def face_swapper(self, **kwargs) -> "FaceSwapper":
+        """The live stage as a :class:`~ipsb.swap.FaceSwapper` on images (its frozen stages 1-2, a frozen
+        copy of the MSFT, its face mask). kwargs: its options."""
+        from ipsb.swap import FaceSwapper
+
+        return FaceSwapper(self.backbone, self.stage2, copy.deepcopy(self.msft), copy.deepcopy(self.face_mask),
+                           **{"noise_mode": self.noise_mode, **kwargs})
 
     @torch.no_grad()
     def grid_images(self, batch: dict) -> dict[str, torch.Tensor]:

@@ -17,13 +17,16 @@ the whole image (``perceptual_region="all"``) or only outside the target's face 
 (``"outside_face"``, the default: the face itself must stay the swap's). ``L_id`` and ``L_attr`` as in
 stage 1, on ``M(G(w'))`` = the 3DMM fit of the mixed image.
 
-Logged (``train/``, ``val/``): every loss term, the swap metrics (``exp_error``, ``pose_error``,
-``id_cosine``), ``lpips_outside`` (LPIPS to the target outside the face mask) and in validation the
-same for the stage-1 result (``*_stage1``) and the per-layer ``lambda/<i>``.
+Logged (``train/``, ``val/``): every loss term, the per-step swap errors (``exp_error``,
+``pose_error``, ``id_similarity``: :func:`ipsb.eval.swap_measures.backbone_swap_errors`),
+``lpips_outside`` (LPIPS to the target outside the face mask) and in validation the same for the
+stage-1 result (``*_stage1``) and the per-layer ``lambda/<i>``. The evaluation numbers come from the
+:class:`~ipsb.callbacks.swap_evaluation.SwapEvaluation` callback (:meth:`DetailModule.swap_wplus`).
 """
 from __future__ import annotations
 
-from typing import Optional
+import copy
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -32,16 +35,19 @@ from torch import nn
 from ipsb.backbone.bundle import FaceBackbone
 from ipsb.backbone.interfaces import freeze
 from ipsb.checkpoints import load_stage_checkpoint
+from ipsb.eval.swap_measures import ERRORS, StepMeans, backbone_swap_errors
 from ipsb.losses.identity import identity_cosine
 from ipsb.losses.perceptual import perceptual_distance
 from ipsb.nets.layer_lambda import LayerLambda
 from ipsb.stages.mapping_module import attribute_terms, load_mapping_stage
 from ipsb.stages.base import PairStageModule, adamw
 from ipsb.stages.pair_batch import PairBatch, check_pair, face_mask, measure_pairs
-from ipsb.stages.swap_metrics import SwapMetrics, swap_errors
+
+if TYPE_CHECKING:
+    from ipsb.swap import FaceSwapper
 
 REGIONS = ("all", "outside_face")
-METRICS = ("exp_error", "pose_error", "id_cosine", "lpips_outside")
+METRICS = ERRORS + ("lpips_outside",)
 
 
 class DetailModule(PairStageModule):
@@ -61,6 +67,7 @@ class DetailModule(PairStageModule):
     """
 
     checkpoint_label = "stage-2"
+    input_files = ("mapping_checkpoint",)
     train_hint = "ipsb fit --config lightning_configs/toy/detail.yaml (or detail.yaml)"
 
     def __init__(self, backbone: FaceBackbone, mapping_checkpoint: str, finetune_mapper: bool = False,
@@ -87,8 +94,8 @@ class DetailModule(PairStageModule):
         self.weights = dict(id=id_weight, p=perceptual_weight, attr=attr_weight, geo=geo_weight,
                             render=render_weight)
         self.mapper_lr, self.noise_mode = mapper_lr, noise_mode
-        self.train_metrics = SwapMetrics(METRICS)
-        self.val_metrics = SwapMetrics(METRICS + tuple(m + "_stage1" for m in METRICS))
+        self.train_metrics = StepMeans(METRICS)
+        self.val_metrics = StepMeans(METRICS + tuple(m + "_stage1" for m in METRICS))
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -130,7 +137,7 @@ class DetailModule(PairStageModule):
         terms["loss"] = (w["id"] * terms["loss_id"] + w["p"] * terms["loss_p"]
                          + w["attr"] * (w["geo"] * terms["loss_geo"] + w["render"] * terms["loss_render"]))
         with torch.no_grad():
-            metrics = swap_errors(bb, image.detach(), pairs.reference, coeff.detach())
+            metrics = backbone_swap_errors(bb, image.detach(), pairs.reference, coeff.detach())
             metrics["lpips_outside"] = perceptual_distance(bb.perceptual, image.detach(), pairs.image_t, outside)
         return terms, metrics, image
 
@@ -146,7 +153,7 @@ class DetailModule(PairStageModule):
             with torch.no_grad():
                 w_st, _ = self.mix(pairs)
                 img1 = self.backbone.generator.synthesis(w_st, noise_mode=self.noise_mode)
-                m1 = swap_errors(self.backbone, img1, pairs.reference)
+                m1 = backbone_swap_errors(self.backbone, img1, pairs.reference)
                 m1["lpips_outside"] = perceptual_distance(self.backbone.perceptual, img1, pairs.image_t,
                                                           self.outside_mask(pairs))
             metrics.update({k + "_stage1": v for k, v in m1.items()})
@@ -162,14 +169,27 @@ class DetailModule(PairStageModule):
         self.layer_lambda.project_()
 
     @torch.no_grad()
-    def grid_images(self, batch: dict) -> dict[str, torch.Tensor]:
-        """``{"source", "target", "stage1", "swap"}`` images ``[B,3,R,R]`` in [-1,1]."""
-        w_s, w_t = check_pair(batch, self.num_ws, self.w_dim)
+    def swap_wplus(self, w_s: torch.Tensor, w_t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Swap W+ pairs ``[B,num_ws,w_dim]`` -> ``{"source", "target", "stage1", "swap"}`` images
+        ``[B,3,R,R]`` in [-1,1]."""
         pairs = measure_pairs(self.backbone, w_s, w_t, self.noise_mode)
         w_st, w_mix = self.mix(pairs)
         synth = self.backbone.generator.synthesis
         return {"source": pairs.image_s, "target": pairs.image_t,
                 "stage1": synth(w_st, noise_mode=self.noise_mode), "swap": synth(w_mix, noise_mode=self.noise_mode)}
+
+    def face_swapper(self, **kwargs) -> "FaceSwapper":
+        """The live stage as a :class:`~ipsb.swap.FaceSwapper` on images (frozen copies of the mapper and
+        the lambdas; no stage 3). kwargs: its options."""
+        from ipsb.swap import FaceSwapper
+
+        stage2 = StageTwoSwap(copy.deepcopy(self.editor), copy.deepcopy(self.layer_lambda), self.per_pair_lambda)
+        return FaceSwapper(self.backbone, stage2, None, **{"noise_mode": self.noise_mode, **kwargs})
+
+    @torch.no_grad()
+    def grid_images(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``{"source", "target", "stage1", "swap"}`` images ``[B,3,R,R]`` in [-1,1]."""
+        return self.swap_wplus(*check_pair(batch, self.num_ws, self.w_dim))
 
     def optimizer_groups(self) -> list[dict]:
         """The per-layer lambdas (at the optimizer's lr) and, when fine-tuning, the mapper at ``mapper_lr``."""

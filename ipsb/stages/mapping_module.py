@@ -15,9 +15,11 @@ Loss (DESIGN.md section 1)::
 
 with ``L_id = 1 - cos(E(G(w_s->t)), E(G(w_s)))`` and ``L_geo``/``L_render`` from
 :mod:`ipsb.losses.attribute` on ``a^st`` = the fit of ``G(w_s->t)``. Logged (``train/`` and ``val/``):
-``loss``, ``loss_id``, ``loss_geo``, ``loss_render``, ``loss_offset``, and the swap metrics
-``exp_error``, ``pose_error``, ``id_cosine`` (:mod:`ipsb.stages.swap_metrics`); validation also logs
-the "no swap" values (``G(w_s)`` measured against the target) as ``*_noswap``.
+``loss``, ``loss_id``, ``loss_geo``, ``loss_render``, ``loss_offset``, and the per-step swap errors
+``exp_error``, ``pose_error``, ``id_similarity`` (:func:`ipsb.eval.swap_measures.backbone_swap_errors`);
+validation also logs the "no swap" values (``G(w_s)`` measured against the target) as ``*_noswap``.
+The evaluation numbers (FID, ID retrieval, both forms of expression and pose error) come from the
+:class:`~ipsb.callbacks.swap_evaluation.SwapEvaluation` callback, which swaps pairs with :meth:`swap_wplus`.
 
 The mapper and the basis columns live in ``self.editor`` (:class:`~ipsb.nets.mapper.SwapEditor`,
 ``V`` a buffer), so the stage-1 weights carry the basis they were trained with; stage 2 reuses the
@@ -25,7 +27,8 @@ editor (:func:`load_mapping_stage`).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+import copy
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -34,14 +37,17 @@ from ipsb.backbone.bundle import FaceBackbone
 from ipsb.basis.artifact import Basis
 from ipsb.basis.layers import layer_mask
 from ipsb.checkpoints import load_stage_checkpoint, sha256_file
+from ipsb.eval.swap_measures import ERRORS, StepMeans, backbone_swap_errors
 from ipsb.losses.attribute import attribute_losses, geometry_loss, render_loss
 from ipsb.losses.identity import identity_cosine
 from ipsb.nets.mapper import DEFAULT_SOURCE_GROUPS, DEFAULT_TARGET_GROUPS, CoeffMapper, SwapEditor
 from ipsb.stages.base import PairStageModule, adamw
 from ipsb.stages.pair_batch import PairBatch, check_pair, measure_pairs
-from ipsb.stages.swap_metrics import SwapMetrics, swap_errors
 
-METRICS = ("exp_error", "pose_error", "id_cosine")
+if TYPE_CHECKING:
+    from ipsb.swap import FaceSwapper
+
+METRICS = ERRORS
 
 
 def attribute_terms(backbone, pairs: PairBatch, coeff_swap: torch.Tensor, render_grad: bool = True
@@ -72,6 +78,7 @@ class MappingModule(PairStageModule):
     """
 
     checkpoint_label = "stage-1"
+    input_files = ("basis",)
     train_hint = "ipsb fit --config lightning_configs/toy/mapping.yaml (or mapping.yaml)"
 
     def __init__(self, backbone: FaceBackbone, basis: Optional[str] = None, mode: str = "basis",
@@ -113,8 +120,8 @@ class MappingModule(PairStageModule):
         self.weights = dict(id=id_weight, attr=attr_weight, geo=geo_weight, render=render_weight,
                             offset=offset_weight)
         self.noise_mode = noise_mode
-        self.train_metrics = SwapMetrics(METRICS)
-        self.val_metrics = SwapMetrics(METRICS + tuple(m + "_noswap" for m in METRICS))
+        self.train_metrics = StepMeans(METRICS)
+        self.val_metrics = StepMeans(METRICS + tuple(m + "_noswap" for m in METRICS))
 
     # ------------------------------------------------------------------ the swap
     def edit(self, w_s: torch.Tensor, coeff_s: torch.Tensor, coeff_t: torch.Tensor) -> torch.Tensor:
@@ -141,7 +148,8 @@ class MappingModule(PairStageModule):
         terms["loss"] = (w["id"] * terms["loss_id"]
                          + w["attr"] * (w["geo"] * terms["loss_geo"] + w["render"] * terms["loss_render"])
                          + w["offset"] * terms["loss_offset"])
-        metrics = swap_errors(bb, image.detach(), pairs.reference, coeff_st.detach())
+        with torch.no_grad():
+            metrics = backbone_swap_errors(bb, image.detach(), pairs.reference, coeff_st.detach())
         return terms, metrics, image
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
@@ -154,21 +162,35 @@ class MappingModule(PairStageModule):
         tracker = self.train_metrics if stage == "train" else self.val_metrics
         if stage != "train":
             with torch.no_grad():
-                metrics.update({k + "_noswap": v for k, v in swap_errors(self.backbone, pairs.image_s,
-                                                                         pairs.reference).items()})
+                metrics.update({k + "_noswap": v for k, v in backbone_swap_errors(self.backbone, pairs.image_s,
+                                                                                  pairs.reference).items()})
         tracker.update(metrics)
         for name, m in tracker.metrics.items():
             self.log(f"{stage}/{name}", m, on_step=False, on_epoch=True, batch_size=bs)
         return terms["loss"]
 
     @torch.no_grad()
-    def grid_images(self, batch: dict) -> dict[str, torch.Tensor]:
-        """``{"source", "target", "swap"}`` images ``[B,3,R,R]`` in [-1,1] for the image-grid callback."""
-        w_s, w_t = check_pair(batch, self.num_ws, self.w_dim)
+    def swap_wplus(self, w_s: torch.Tensor, w_t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Swap W+ pairs ``[B,num_ws,w_dim]`` -> ``{"source", "target", "swap"}`` images ``[B,3,R,R]`` in [-1,1]."""
         pairs = measure_pairs(self.backbone, w_s, w_t, self.noise_mode)
         swap = self.backbone.generator.synthesis(self.edit(w_s, pairs.coeff_s, pairs.coeff_t),
                                                  noise_mode=self.noise_mode)
         return {"source": pairs.image_s, "target": pairs.image_t, "swap": swap}
+
+    def face_swapper(self, **kwargs) -> "FaceSwapper":
+        """The live stage as a :class:`~ipsb.swap.FaceSwapper` on images (a frozen copy of the mapper;
+        stage 2 left at lambda = 1, i.e. the stage-1 swap; no stage 3). kwargs: its options."""
+        from ipsb.nets.layer_lambda import LayerLambda
+        from ipsb.stages.detail_module import StageTwoSwap
+        from ipsb.swap import FaceSwapper
+
+        stage2 = StageTwoSwap(copy.deepcopy(self.editor), LayerLambda(self.num_ws, init=1.0))
+        return FaceSwapper(self.backbone, stage2, None, **{"noise_mode": self.noise_mode, **kwargs})
+
+    @torch.no_grad()
+    def grid_images(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``{"source", "target", "swap"}`` images ``[B,3,R,R]`` in [-1,1] for the image-grid callback."""
+        return self.swap_wplus(*check_pair(batch, self.num_ws, self.w_dim))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)

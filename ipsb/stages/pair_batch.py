@@ -2,7 +2,9 @@
 
 :func:`measure_pairs` renders source and target with the frozen generator and reads them with the
 frozen networks: images ``[B,3,R,R]`` in [-1,1], 3DMM coefficients ``[B,C]``, the source identity
-embedding ``[B,D]`` and the target's pose ``[B,3]`` (degrees). :func:`face_mask` gives the face mask
+embedding ``[B,D]`` and what a swap of the pairs is measured against
+(:class:`~ipsb.eval.swap_measures.PairReference`: that embedding, the target's expression and pose, read
+by :class:`~ipsb.eval.swap_measures.BackboneNetworks`). :func:`face_mask` gives the face mask
 ``[B,1,R,R]`` in [0,1] used to split "face" from "surroundings" (the backbone's masker if it has one,
 else the rendered 3DMM face of the given coefficients).
 """
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ipsb.stages.swap_metrics import Reference, head_pose
+from ipsb.eval.swap_measures import BackboneNetworks, PairReference, measure_reference
 
 
 @dataclass
@@ -26,11 +28,7 @@ class PairBatch:
     coeff_s: torch.Tensor
     coeff_t: torch.Tensor
     id_s: torch.Tensor
-    pose_t: torch.Tensor
-
-    @property
-    def reference(self) -> Reference:
-        return Reference(self.coeff_t, self.pose_t, self.id_s)
+    reference: PairReference
 
 
 def check_pair(batch: dict, num_ws: int, w_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,8 +50,9 @@ def measure_pairs(backbone, w_s: torch.Tensor, w_t: torch.Tensor, noise_mode: st
     b = w_s.shape[0]
     image_s, image_t = images[:b], images[b:]
     coeff_s, coeff_t = coeffs[:b], coeffs[b:]
-    return PairBatch(w_s, w_t, image_s, image_t, coeff_s, coeff_t, backbone.identity(image_s),
-                     head_pose(backbone, image_t, coeff_t))
+    id_s = backbone.identity(image_s)
+    ref = measure_reference(BackboneNetworks(backbone), image_s, image_t, target_coeffs=coeff_t, source_embedding=id_s)
+    return PairBatch(w_s, w_t, image_s, image_t, coeff_s, coeff_t, id_s, ref)
 
 
 def face_mask(backbone, image: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:

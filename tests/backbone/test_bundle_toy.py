@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ipsb.backbone.bundle import FaceBackbone, load_config
+from ipsb.backbone.bundle import COMPONENTS, FaceBackbone, load_config
 from ipsb.backbone.toy.networks import ASSETS
 from ipsb.checkpoints import MissingCheckpointError, sha256_file
 
@@ -40,13 +40,15 @@ def test_toy_bundle_helpers(toy):
     assert out.image.shape == (2, 3, 64, 64) and out.mask.shape == (2, 1, 64, 64)
     assert toy.face_mask(img).shape == (2, 1, 64, 64)
     assert toy.lpips(img, img).abs().max() < 1e-6 and (toy.lpips(img, img.flip(0)) > 0).all()
+    assert toy.encode(img).shape == (2, 10, 32)                  # the toy W+ encoder
+    bare = FaceBackbone(**{name: getattr(toy, name) for name in COMPONENTS if name != "encoder"})
     with pytest.raises(ValueError, match="'encoder'"):
-        toy.encode(img)
+        bare.encode(img)
 
 
 def test_toy_bundle_checkpoint_files_and_hashes(toy):
     files = toy.checkpoint_files()
-    assert set(files) == {"regressor", "identity", "masker"}
+    assert set(files) == {"regressor", "identity", "masker", "encoder"}
     assert all(Path(p).parent == ASSETS for p in files.values())
     hashes = toy.file_hashes()
     assert hashes == {Path(p).name: sha256_file(p) for p in files.values()}

@@ -1,6 +1,8 @@
 """The shipped toy networks (ipsb/assets/toy/*.pt) meet their accuracy targets on held-out samples."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch.func import jacrev, vmap
@@ -8,6 +10,7 @@ from torch.func import jacrev, vmap
 from ipsb.backbone.toy import ToyGenerator
 from ipsb.backbone.toy.networks import ASSETS, ToyIdentity, ToyMasker, ToyRegressor
 from ipsb.backbone.toy.report import evaluate, identity_cosines
+from ipsb.checkpoints import sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +39,22 @@ def test_toy_identity_cosine_target(scores):
 
 def test_toy_masker_iou(scores):
     assert scores["mask_iou"] >= 0.85, scores
+
+
+def test_toy_encoder_reconstruction(scores):
+    """The W+ encoder reconstructs held-out toy images far better than the mean latent, and recovers
+    most of the expression / pose / lighting directions."""
+    assert scores["encoder_image_mse"] <= 0.1 * scores["mean_latent_image_mse"], scores
+    assert scores["encoder_edit_rel_err"] <= 0.3 and scores["mean_latent_edit_rel_err"] == pytest.approx(1.0), scores
+    assert scores["encoder_wplus_mse"] < scores["mean_latent_wplus_mse"], scores
+
+
+def test_toy_assets_readme_records_every_sha256():
+    text = (ASSETS / "README.md").read_text()
+    files = sorted(ASSETS.glob("*.pt"))
+    assert [p.name for p in files] == ["encoder.pt", "identity.pt", "masker.pt", "regressor.pt"]
+    for path in files:
+        assert re.search(rf"^\| `{path.name}` \|.*\| `{sha256_file(path)}` \|$", text, re.M), path.name
 
 
 def test_toy_assets_small_and_loaded_weights_only(nets):

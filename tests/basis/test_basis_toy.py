@@ -28,6 +28,7 @@ from ipsb.basis.jacobian import wplus_jacobian
 from ipsb.basis.layers import layer_mask
 from ipsb.basis.probe import AttributeProbe, coefficient_columns
 from ipsb.basis.solve import solve_basis
+from ipsb.eval.basis_measures import attribute_identity_step, w_spread
 
 CONFIG_PATH = Path(__file__).resolve().parents[2] / "lightning_configs" / "toy" / "basis.yaml"
 CONFIG = yaml.safe_load(CONFIG_PATH.read_text())["model"]["init_args"]
@@ -44,12 +45,9 @@ def _expression_step(gen, ident, basis: Basis, w0: torch.Tensor) -> tuple[float,
     """Mean change of the true expression coefficients and of the identity embedding over ``w0``
     for a step of ``STEP * w_std`` along the top expression direction."""
     a, b = gen.face_model.coeff_groups["exp"]
-    v = basis.group_vectors("exp")[:, 0].reshape(1, gen.num_ws, gen.w_dim)
-    with torch.no_grad():
-        w1 = w0 + STEP * float(gen.w_std) * v
-        d_exp = (gen.coefficients(w1)[:, a:b] - gen.coefficients(w0)[:, a:b]).norm(dim=1).mean()
-        d_id = (ident(gen.synthesis(w1)) - ident(gen.synthesis(w0))).norm(dim=1).mean()
-    return float(d_exp), float(d_id)
+    return attribute_identity_step(basis, "exp", w0, STEP * w_spread(gen),
+                                   attribute=lambda w: gen.coefficients(w)[:, a:b],
+                                   identity=lambda w: ident(gen.synthesis(w)))
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +105,11 @@ def test_basis_toy_config_meets_the_acceptance(tmp_path):
     """``ipsb fit --config lightning_configs/toy/basis.yaml`` as shipped (64 samples)."""
     from ipsb.backbone.toy.networks import ToyIdentity
     from ipsb.cli import main
+    from test_basis_configs import checkpoints_under
 
     out = tmp_path / "basis.pt"
     main(["fit", "--config", str(CONFIG_PATH), "--model.init_args.output_path", str(out),
-          "--trainer.default_root_dir", str(tmp_path / "run")])
+          "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.callbacks", checkpoints_under(tmp_path)])
     basis = Basis.load(out)
     gen, ident = freeze(toy.ToyGenerator()), freeze(ToyIdentity())
     assert basis.config["num_samples"] == 64

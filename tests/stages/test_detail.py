@@ -58,7 +58,7 @@ def test_detail_starts_at_stage1_and_trains_only_lambda(stage1_ckpt, tmp_path):
     logged = set(trainer.logged_metrics)
     for name in ("loss", "loss_id", "loss_p", "loss_geo", "loss_render"):
         assert f"train/{name}_step" in logged and f"val/{name}" in logged, name
-    for name in ("exp_error", "pose_error", "id_cosine", "lpips_outside"):
+    for name in ("exp_error", "pose_error", "id_similarity", "lpips_outside"):
         assert f"val/{name}" in logged and f"val/{name}_stage1" in logged and f"train/{name}" in logged, name
     assert "val/lambda/9" in logged
     lam = module.layer_lambda.raw.detach()

@@ -18,7 +18,7 @@ from ipsb.stages.base import adamw
 from ipsb.stages.mapping_module import MappingModule, load_mapping_stage
 
 LOSSES = ("loss", "loss_id", "loss_geo", "loss_render", "loss_offset")
-METRICS = ("exp_error", "pose_error", "id_cosine")
+METRICS = ("exp_error", "pose_error", "id_similarity")
 
 
 @pytest.fixture(scope="module")

@@ -214,14 +214,14 @@ def test_basis_builds_only_the_parts_it_uses_and_records_them_all(tmp_path, monk
 def test_ipsb_swap_with_a_hostile_stage_checkpoint_never_runs_it(ckpts, tmp_path, capsys):
     from PIL import Image
 
-    from ipsb.swap_cli import main
+    from ipsb.cli import main
 
     marker = tmp_path / "MARKER"
     evil = _tampered(ckpts["mapping"], tmp_path / "evil.ckpt", optimizer=_payload(marker))
     Image.new("RGB", (64, 64)).save(tmp_path / "face.png")
-    code = main(["--source", str(tmp_path / "face.png"), "--target", str(tmp_path / "face.png"),
+    code = main(["swap", "--source", str(tmp_path / "face.png"), "--target", str(tmp_path / "face.png"),
                  "--out", str(tmp_path / "out.png"), "--backbone", str(TOY_BACKBONE), "--mapping", str(evil),
                  "--detail", str(ckpts["detail"]), "--blend", str(ckpts["blend"])])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and "evil.ckpt" in err and "os.system" in err and len(err.splitlines()) == 1, err
+    assert code == 2 and "evil.ckpt" in err and "os.system" in err and len(err.splitlines()) == 1, err
     assert not marker.exists() and not (tmp_path / "out.png").exists()

@@ -1,6 +1,6 @@
-"""The toy world's trained networks: 3DMM regressor, identity encoder, face masker.
+"""The toy world's trained networks: 3DMM regressor, identity encoder, face masker, W+ encoder.
 
-Real small CNNs trained on toy renders by ``python -m ipsb.backbone.toy.train`` (seeded), not
+Real small CNNs trained on toy renders by ``python -m ipsb.training.toy_networks`` (seeded), not
 oracles: they see only the image. No BatchNorm (GroupNorm only), no in-place ops, no
 data-dependent control flow, so they run under ``torch.func`` (vmap / jacrev) like the generator.
 Weights live in ``ipsb/assets/toy/*.pt`` (float16 state dicts, loaded with ``weights_only=True``
@@ -11,11 +11,13 @@ and cast to float32); each network records the file it loaded in ``checkpoint_pa
 * :class:`ToyIdentity` image -> L2-normalised embedding ``[B,14]``: a smaller CNN whose outputs at
   the identity coefficients (id 8 + tex 6, standardised) form the embedding, so different
   identities are nearly orthogonal on average. It is first trained like the regressor, then
-  fine-tuned (:mod:`ipsb.backbone.toy.train_identity`) on same-identity pairs (expression, pose,
+  fine-tuned (:mod:`ipsb.training.toy_identity`) on same-identity pairs (expression, pose,
   light and background from another code) so one identity keeps its direction, and last with a
   penalty on its derivative along exact expression / pose image tangents, so it is also locally
   insensitive to them (what the basis' identity metric needs).
 * :class:`ToyMasker` image -> soft face mask ``[B,1,H,W]`` in [0,1] (a tiny U-Net).
+* :class:`ToyEncoder` image -> W+ ``[B,10,32]``: the toy world's e4e, so inverting a toy image is one
+  forward pass (:meth:`ipsb.backbone.bundle.FaceBackbone.encode`).
 Inputs of another size are resized to 64 px (bilinear) and outputs of the masker back.
 
 The regressor and the identity encoder see the image through a fixed Gaussian low-pass
@@ -42,12 +44,15 @@ from torch import nn
 
 from ipsb.backbone.interfaces import CoeffRegressor, FaceMasker, IdentityEncoder
 from ipsb.backbone.toy import world
-from ipsb.checkpoints import CorruptCheckpointError, MissingCheckpointError, load_torch_file
+from ipsb.backbone.state_loading import load_state_strict, read_state_dict
+from ipsb.checkpoints import MissingCheckpointError
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets" / "toy"
 #: Conv widths of the regressor and of the identity encoder (the shipped assets' architectures).
 REGRESSOR_WIDTHS = (32, 64, 128, 128)
 IDENTITY_WIDTHS = (16, 32, 64, 64)
+#: The W+ encoder's coarse conv widths, 1x1 squeeze channels, fine-branch outputs and head width.
+ENCODER_WIDTHS, ENCODER_SQUEEZE, ENCODER_FINE, ENCODER_HIDDEN = (24, 48, 64, 96), 16, 8, 128
 INPUT_SIZE = world.RESOLUTION
 #: Low-pass (Gaussian sigma, pixels) in front of the regressor and the identity encoder; see the module docstring.
 INPUT_BLUR_SIGMA = 1.0
@@ -72,18 +77,20 @@ def conv_block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(min(8, cout), cout), nn.SiLU())
 
 
+def conv_stack(widths) -> nn.Sequential:
+    """image ``[B,3,64,64]`` -> features ``[B,widths[-1],s,s]``, ``s = 64 / 2^len(widths)``: one stride-2
+    :func:`conv_block` per width."""
+    return nn.Sequential(*(conv_block(cin, cout, 2) for cin, cout in zip((3, *widths[:-1]), widths)))
+
+
 class ConvEncoder(nn.Module):
     """image ``[B,3,64,64]`` -> feature vector ``[B,hidden]`` (four stride-2 conv blocks + MLP)."""
 
     def __init__(self, out_dim: int, widths=(16, 32, 64, 64), hidden: int = 128):
         super().__init__()
-        layers, cin = [], 3
-        for w in widths:
-            layers.append(conv_block(cin, w, 2))
-            cin = w
-        self.convs = nn.Sequential(*layers)
+        self.convs = conv_stack(widths)
         side = INPUT_SIZE // 2 ** len(widths)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, hidden), nn.SiLU(),
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * side * side, hidden), nn.SiLU(),
                                   nn.Linear(hidden, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,20 +98,16 @@ class ConvEncoder(nn.Module):
 
 
 def load_asset(module: nn.Module, path, what: str) -> Path:
-    """Load a float16 state dict from ``path`` into ``module`` strictly (float32), with clear errors."""
+    """Load a float16 state dict from ``path`` into ``module`` strictly (float32); an unreadable file or
+    one of another kind or layout is named in one line (:mod:`ipsb.backbone.state_loading`)."""
     p = Path(path)
     if not p.is_file():
         raise MissingCheckpointError(
             f"toy {what} weights '{p}' not found; they ship with ipsb in ipsb/assets/toy/ "
-            f"(regenerate with `python -m ipsb.backbone.toy.train --out DIR`, see ipsb/assets/toy/README.md)")
-    state = load_torch_file(p, f"toy {what} weights")
-    if not isinstance(state, dict):
-        raise CorruptCheckpointError(f"'{p}' should hold a state dict for the toy {what}, got {type(state).__name__}")
+            f"(regenerate with `python -m ipsb.training.toy_networks --out DIR`, see ipsb/assets/toy/README.md)")
+    state, label = read_state_dict(p, f"toy {what} weights")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CorruptCheckpointError(f"'{p}' does not match the toy {what} architecture: {e}") from e
+    load_state_strict(module, state, label, f"toy {what}", optional=lambda key: False)
     return p
 
 
@@ -196,3 +199,41 @@ class ToyMasker(FaceMasker, _ToyNet):
         if m.shape[-2:] != image.shape[-2:]:
             m = F.interpolate(m, size=image.shape[-2:], mode="bilinear", align_corners=False)
         return m
+
+
+class ToyEncoder(_ToyNet):
+    """Toy W+ encoder (the toy world's e4e): image ``[B,3,H,W]`` in [-1,1] -> W+ ``[B,10,32]``.
+
+    A coarse branch (four stride-2 conv blocks, a 1x1 squeeze and a flatten, so pose stays spatial)
+    and a fine branch (one linear read of the full-resolution image: the detail row's texture is a
+    sum of fixed high-frequency patterns, which a linear map reads and a stack of small-kernel,
+    downsampling convs blurs away) feed an MLP head that predicts the offsets of all ten rows from
+    ``latent_avg`` in units of ``latent_scale`` (the generator's ``w_avg`` and ``w_std``, stored with
+    the weights). The image shows only a few directions of each row (30 coefficient readouts, the
+    background grid, 8 detail weights); in the other directions it is trained to give the codes'
+    conditional mean (:mod:`ipsb.training.toy_encoder`). No blur in front: row 9 is fine detail.
+    """
+
+    asset_name, what = "encoder.pt", "W+ encoder"
+    input_size = INPUT_SIZE
+
+    def __init__(self, weights: Optional[str] = "default"):
+        super().__init__()
+        side = INPUT_SIZE // 2 ** len(ENCODER_WIDTHS)
+        self.coarse = nn.Sequential(*conv_stack(ENCODER_WIDTHS), nn.Conv2d(ENCODER_WIDTHS[-1], ENCODER_SQUEEZE, 1),
+                                    nn.Flatten())
+        self.fine = nn.Linear(3 * INPUT_SIZE * INPUT_SIZE, ENCODER_FINE)
+        self.head = nn.Sequential(nn.Linear(ENCODER_SQUEEZE * side * side + ENCODER_FINE, ENCODER_HIDDEN), nn.SiLU(),
+                                  nn.Linear(ENCODER_HIDDEN, world.NUM_WS * world.W_DIM))
+        self.register_buffer("latent_avg", torch.zeros(1, world.W_DIM))
+        self.register_buffer("latent_scale", torch.ones(1))
+        self._load(weights)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """image -> standardised W+ offsets ``[B,10,32]`` (``(wplus - latent_avg) / latent_scale``)."""
+        x = _to_input(image)
+        return self.head(torch.cat([self.coarse(x), self.fine(x.flatten(1))], 1)).view(-1, world.NUM_WS, world.W_DIM)
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """image ``[B,3,H,W]`` in [-1,1] -> W+ ``[B,10,32]`` of the toy generator."""
+        return self.latent_avg + self.latent_scale * self.forward(image)

@@ -1,6 +1,6 @@
 """The fixed, seeded definition of the toy face world: layout constants and seeded helpers.
 
-The toy world (DESIGN.md section 5) is a synthetic face world with known ground truth:
+The toy world is a synthetic face world with known ground truth:
 
 * W+ is ``[B, NUM_WS=10, W_DIM=32]``. :data:`LAYER_GROUPS` names which W+ rows drive what:
   identity shape + albedo from rows 0-3, expression from rows 3-5 (row 3 shared with identity, so

@@ -1,7 +1,7 @@
-"""Invariance fine-tuning of the toy identity encoder (used by :mod:`ipsb.backbone.toy.train`).
+"""Invariance fine-tuning of the toy identity encoder (used by :mod:`ipsb.training.toy_networks`).
 
 For a training code ``a`` and its same-identity partner ``b`` (W+ rows 0-3 kept, rows 4-9 from
-another code: :func:`ipsb.backbone.toy.data.same_identity_partners`) the loss is
+another code: :func:`ipsb.training.toy_data.same_identity_partners`) the loss is
 
     MSE(features_a, t) + MSE(features_b, t) + invariance * MSE(features_a, features_b)
 
@@ -15,7 +15,7 @@ Pairs only constrain the embedding at far-apart points; between them it can stil
 without the input low-pass: 0.47 for yaw/pitch/roll, 0.23 for expression, 0.15 for the identity
 shape coefficients; for the shipped one: 0.09, 0.05, 0.06, with albedo at 0.59). The last phase
 therefore also penalises the embedding's derivative along exact image tangents of expression and
-pose (:func:`ipsb.backbone.toy.data.attribute_tangents`), the quantity the basis' identity Hessian
+pose (:func:`ipsb.training.toy_data.attribute_tangents`), the quantity the basis' identity Hessian
 is made of:
 
     pair loss + weight * ||(f(x + h T) - f(x - h T)) / 2h||^2 + MSE(f(x), t_x)
@@ -78,7 +78,7 @@ def local_invariance_loss(pair_loss: Callable[[torch.Tensor], torch.Tensor],
 def finetune_identity(ident: ToyIdentity, images_a, images_b, target, phases: Sequence[tuple[float, int, float]],
                       fit: Callable, batch: int, seed: int, budget: Callable[[int], float] = lambda steps: 0.0
                       ) -> None:
-    """Run ``phases`` of ``(invariance weight, steps, lr)`` with ``fit`` (:func:`train.fit`);
+    """Run ``phases`` of ``(invariance weight, steps, lr)`` with ``fit`` (:func:`ipsb.training.toy_networks.fit`);
     ``budget(steps)`` gives a phase's wall-clock limit in seconds (0: none)."""
     for k, (weight, steps, lr) in enumerate(phases):
         fit(ident, identity_pair_loss(ident, images_a, images_b, target, weight), images_a.shape[0], steps, batch,
