@@ -38,10 +38,10 @@ def rgb(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
 
 
-def check_photo_swap(chain: Chain) -> None:
-    """C.png is B.jpg (Grace Hopper, 512x600, face in the upper middle) with its face replaced: same
-    size, changed only around the face (the pasted FFHQ crop), the rest of the photo kept."""
-    target, out = rgb(chain.path("B.jpg")), rgb(chain.path("C.png"))
+def check_photo_swap(chain: Chain, target: str) -> None:
+    """C.png is ``target`` (B.jpg or B.png: Grace Hopper, 512x600, face in the upper middle) with its face
+    replaced: same size, changed only around the face (the pasted FFHQ crop), the rest of the photo kept."""
+    target, out = rgb(chain.path(target)), rgb(chain.path("C.png"))
     assert out.shape == target.shape == (600, 512, 3)
     changed = (np.abs(out - target) > 0).any(-1)
     assert 0.01 < changed.mean() < 0.5, changed.mean()
@@ -73,7 +73,7 @@ def check_toy_chain(chain: Chain, steps: int, video_frames: int, invert_photos: 
     assert basis.groups == {"pose": (0, 6), "exp": (6, 12), "light": (12, 16)}
     assert basis.layer_mask.nonzero().flatten().tolist() == [3, 4, 5, 6, 7]
     check_stage_checkpoints(chain, "toy", steps)
-    check_photo_swap(chain)
+    check_photo_swap(chain, "B.png")
     assert count_frames(chain.path("swapped.mp4")) == count_frames(chain.path("clip.mp4")) == video_frames
     rows = table(chain.path("outputs/toy/eval/ffpp_toy.json"))
     assert list(rows) == ["ToyRowSwap (toy FF++ videos)", "copy target", "copy source", "StyleIPSB (ipsb)"]
@@ -81,6 +81,10 @@ def check_toy_chain(chain: Chain, steps: int, video_frames: int, invert_photos: 
     ipsb = rows["StyleIPSB (ipsb)"]
     assert all(np.isfinite(ipsb[k]) for k in ("id_top1_pct", "id_cosine", "exp_l2", "pose_deg"))
     assert ipsb["exp_l2"] != rows["copy target"]["exp_l2"]         # the swapper's own images were measured
+    demo = chain.path("outputs/demo")                              # ipsb demo --train: its own stages, grid, table
+    assert sorted(p.name for p in (demo / "checkpoints").iterdir()) == ["basis.pt", "blend.ckpt", "detail.ckpt",
+                                                                        "mapping.ckpt"]
+    assert (demo / "grid.png").is_file() and len(table(demo / "ffpp_toy.json")) == 6
 
 
 def test_toy_cli_chain(toy_chain):
@@ -114,7 +118,7 @@ def check_standin_chain(chain: Chain, standins, steps: int, ffpp_items: int, ide
         assert c["ipsb_backbone"]["config"]["init_args"]["generator"]["init_args"]["path_or_name"] == \
             "stylegan2-ffhq-config-f.pt"
         assert c["ipsb_backbone"]["file_hashes"]["stylegan2-ffhq-config-f.pt"] == generator_sha
-    check_photo_swap(chain)
+    check_photo_swap(chain, "B.jpg")
     dataset_row = "FaceShifter (dataset videos)"
     first, both = table(chain.path("ffpp_dataset_only.json")), table(chain.path("outputs/eval/ffpp/ffpp_FaceShifter.json"))
     assert list(first) == [dataset_row] and list(both) == [dataset_row, "StyleIPSB (ipsb)"]

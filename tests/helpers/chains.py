@@ -14,7 +14,7 @@ Every command is the documented text (:mod:`helpers.documented_commands`; :meth:
 refuses any other), run with its optional ``[...]`` part left out, with placeholder paths that
 cannot exist in a test (``/path/to/FaceForensics++``) pointed at the test's data, and with only
 step and size options appended (:data:`FAST` / :data:`FULL`). Inputs that the documented command
-names relatively (``A.jpg``, ``data/ffhq/images1024x1024``, ``pairs.txt``) are created right there.
+names relatively (``A.png``, ``A.jpg``, ``data/ffhq/images1024x1024``, ``pairs.txt``) are created right there.
 
 Size overrides the official configs need on the 64 px stand-in generator: the MSFT ``resolutions``
 (feature resolutions of the generator: 4..64 here) and its ``input_size``. Everything else (W+ rows,
@@ -176,19 +176,18 @@ class Sizes:
     toy_steps: int
     toy_basis_samples: int
     toy_invert_steps: int
-    swap_invert_steps: int
     video_frames: int
     standin_steps: int
     basis_options: tuple
     ffpp_frames: int
 
 
-FAST = Sizes(toy_steps=3, toy_basis_samples=4, toy_invert_steps=2, swap_invert_steps=2, video_frames=3,
+FAST = Sizes(toy_steps=3, toy_basis_samples=4, toy_invert_steps=2, video_frames=3,
              standin_steps=2, ffpp_frames=2,
              basis_options=("--data.init_args.num_samples", "1", "--data.init_args.batch_size", "1",
                             "--model.init_args.use_identity", "false", "--model.init_args.chunk_size", "16",
                             "--model.init_args.k", "{pose: 3, exp: 4, light: 2}"))
-FULL = Sizes(toy_steps=20, toy_basis_samples=16, toy_invert_steps=10, swap_invert_steps=10, video_frames=8,
+FULL = Sizes(toy_steps=20, toy_basis_samples=16, toy_invert_steps=10, video_frames=8,
              standin_steps=6, ffpp_frames=3,
              basis_options=("--data.init_args.num_samples", "2", "--data.init_args.batch_size", "1"))
 
@@ -231,11 +230,15 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
     return path
 
 
-def photo_pair(root: Path) -> tuple[Path, Path]:
-    """``A.jpg`` (source: the astronaut) and ``B.jpg`` (target: Grace Hopper) in ``root``, as named in the docs."""
-    a, b = root / "A.jpg", root / "B.jpg"
-    shutil.copyfile(PHOTOS / "astronaut.jpg", a)
-    shutil.copyfile(PHOTOS / "grace_hopper.jpg", b)
+def photo_pair(root: Path, suffix: str = ".jpg") -> tuple[Path, Path]:
+    """``A<suffix>`` (source: the astronaut) and ``B<suffix>`` (target: Grace Hopper) in ``root``, as
+    named in the docs."""
+    a, b = root / f"A{suffix}", root / f"B{suffix}"
+    for src, dst in (("astronaut.jpg", a), ("grace_hopper.jpg", b)):
+        if suffix == ".jpg":
+            shutil.copyfile(PHOTOS / src, dst)
+        else:
+            Image.open(PHOTOS / src).convert("RGB").save(dst)
     return a, b
 
 
@@ -276,11 +279,12 @@ def table(path: Path) -> dict:
 
 # ----------------------------------------------------------------------------------------------- toy chain
 TOY_SWAPPER_BLOCK = "      # - class_path: ipsb.eval.methods.IpsbSwapper\n"
+TOY_STAGES = ("--mapping outputs/toy/mapping/checkpoints/last.ckpt --detail outputs/toy/detail/checkpoints/last.ckpt "
+              "--blend outputs/toy/blend/checkpoints/last.ckpt")
 
 
-def uncomment_ipsb_swapper(config: Path, invert_steps: int) -> None:
-    """Uncomment the IpsbSwapper block of ``eval/ffpp_toy.yaml`` (as its comment says) with
-    ``invert_steps`` inversion steps (a step count)."""
+def uncomment_ipsb_swapper(config: Path) -> None:
+    """Uncomment the IpsbSwapper block of ``eval/ffpp_toy.yaml``, as its comment says."""
     lines = config.read_text().splitlines(keepends=True)
     start = lines.index(TOY_SWAPPER_BLOCK)
     i = start
@@ -288,9 +292,7 @@ def uncomment_ipsb_swapper(config: Path, invert_steps: int) -> None:
         lines[i] = "      " + lines[i][len("      # "):]
         i += 1
     assert i - start >= 6, "the IpsbSwapper block of ffpp_toy.yaml is shorter than expected"
-    text = "".join(lines)
-    assert text.count("invert_steps: 30") == 1
-    config.write_text(text.replace("invert_steps: 30", f"invert_steps: {invert_steps}"))
+    config.write_text("".join(lines))
 
 
 def run_toy_chain(root: Path, sizes: Sizes = FAST, in_process: bool = True) -> Chain:
@@ -300,9 +302,9 @@ def run_toy_chain(root: Path, sizes: Sizes = FAST, in_process: bool = True) -> C
 
     chain = Chain("toy", root, {"WANDB_MODE": "offline"}, in_process)
     toy_photos(chain.path("path/to/toy/photos"), toy_backbone(64), n=4)
-    photo_pair(chain.root)
+    photo_pair(chain.root, ".png")
     write_mp4(chain.path("clip.mp4"), drifting(square_face("grace_hopper.jpg"), sizes.video_frames))
-    uncomment_ipsb_swapper(chain.path("lightning_configs/eval/ffpp_toy.yaml"), sizes.swap_invert_steps)
+    uncomment_ipsb_swapper(chain.path("lightning_configs/eval/ffpp_toy.yaml"))
 
     chain.ipsb("ipsb predict --config lightning_configs/toy/invert.yaml --data.init_args.root path/to/toy/photos",
                "--model.init_args.steps", str(sizes.toy_invert_steps), "--data.init_args.batch_size", "2",
@@ -312,12 +314,12 @@ def run_toy_chain(root: Path, sizes: Sizes = FAST, in_process: bool = True) -> C
                *QUIET)
     for stage in ("mapping", "detail", "blend"):
         chain.ipsb(f"ipsb fit --config lightning_configs/toy/{stage}.yaml", *stage_sizes(sizes.toy_steps))
-    chain.ipsb("ipsb swap --source A.jpg --target B.jpg --out C.png", "--invert-steps", str(sizes.swap_invert_steps))
-    chain.ipsb("ipsb swap --source A.jpg --target clip.mp4 --out swapped.mp4",
-               "--invert-steps", str(sizes.swap_invert_steps), "--no-progress")
+    chain.ipsb(f"ipsb swap --source A.png --target B.png --out C.png {TOY_STAGES}")
+    chain.ipsb(f"ipsb swap --source A.png --target clip.mp4 --out swapped.mp4 {TOY_STAGES}", "--no-progress")
     chain.ipsb("ipsb test --config lightning_configs/eval/ffpp_toy.yaml",
                "--data.init_args.num_videos", "3", "--data.init_args.num_frames", "4",
                "--data.init_args.frames_per_video", "2", "--data.init_args.batch_size", "6")
+    chain.ipsb("ipsb demo --train", "--fast", "--tile", "32")
     return chain
 
 

@@ -119,8 +119,11 @@ COVERED: dict[str, str] = {
     "ipsb fit --config lightning_configs/toy/mapping.yaml": "toy",
     "ipsb fit --config lightning_configs/toy/detail.yaml": "toy",
     "ipsb fit --config lightning_configs/toy/blend.yaml": "toy",
-    "ipsb swap --source A.jpg --target B.jpg --out C.png": "toy",
-    "ipsb swap --source A.jpg --target clip.mp4 --out swapped.mp4": "toy",
+    "ipsb swap --source A.png --target B.png --out C.png --mapping outputs/toy/mapping/checkpoints/last.ckpt "
+    "--detail outputs/toy/detail/checkpoints/last.ckpt --blend outputs/toy/blend/checkpoints/last.ckpt": "toy",
+    "ipsb swap --source A.png --target clip.mp4 --out swapped.mp4 --mapping outputs/toy/mapping/checkpoints/last.ckpt "
+    "--detail outputs/toy/detail/checkpoints/last.ckpt --blend outputs/toy/blend/checkpoints/last.ckpt": "toy",
+    "ipsb demo --train": "toy",
     "ipsb test --config lightning_configs/eval/ffpp_toy.yaml": "toy",
     # official configs on the stand-in checkpoints
     "ipsb predict --config lightning_configs/invert.yaml --data.init_args.root data/ffhq/images1024x1024": "standin",
