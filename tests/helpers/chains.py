@@ -200,7 +200,8 @@ def stage_sizes(steps: int, codes_file: bool = False) -> list[str]:
            "--data.init_args.batch_size", "2", "--data.init_args.num_val_pairs", "2",
            "--data.init_args.val_batch_size", "2", "--trainer.callbacks.init_args.every_n_train_steps", str(steps),
            *QUIET]
-    return out + (["--data.init_args.num_val_codes", "2"] if codes_file else [])
+    # two held-out codes; four pairs among them, so that both are targets (SwapEvaluation's FID needs two)
+    return out + (["--data.init_args.num_val_codes", "2", "--data.init_args.num_val_pairs", "4"] if codes_file else [])
 
 
 # ----------------------------------------------------------------------------------------------- inputs
