@@ -1,8 +1,10 @@
 """The documented chains run through the ``ipsb`` command, as a user types them (``helpers.chains``):
 
 * toy world: toy inversion -> basis -> mapping -> detail -> blend -> ``ipsb swap`` (photo and video)
-  -> ``ipsb test`` with ``eval/ffpp_toy.yaml`` and its IpsbSwapper block uncommented;
-* stand-in official checkpoints: ``ipsb predict`` with ``invert.yaml`` on real photographs -> basis ->
+  with the trained checkpoints -> ``ipsb test`` with ``eval/ffpp_toy.yaml`` and its IpsbSwapper block
+  uncommented -> ``ipsb demo --train``;
+* stand-in official checkpoints: ``ipsb align`` of real photographs -> ``ipsb predict`` with
+  ``invert.yaml`` on the crops -> basis ->
   mapping -> detail -> blend -> ``ipsb swap`` on a real photograph -> ``ipsb test`` with
   ``eval/ffpp.yaml`` (dataset swaps, then with the ipsb swapper) and ``eval/celebahq.yaml``.
 
@@ -10,11 +12,14 @@ The fast variants (steps and sizes shrunk on the command line) run once per sess
 ``toy_chain`` / ``standin_chain``, shared with the config build tests); the full variants (more
 steps and samples, the basis with its identity metric, ``python -m ipsb`` subprocesses) are slow.
 Every documented ``ipsb`` command must be registered to a chain, and each chain must run every
-command registered to it.
+command registered to it. The blend configs also run from another working directory, named by a
+relative path into the repository, to the same weights as in the chain's checkout.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +27,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.chains import FULL, Chain, run_standin_chain, run_toy_chain, table
+from helpers.chains import FAST, FULL, REPO, Chain, run_standin_chain, run_toy_chain, stage_options, table
 from helpers.documented_commands import COVERED, documented_commands, markdown_commands, yaml_comment_commands
 from ipsb.checkpoints import sha256_file
 
@@ -104,7 +109,11 @@ def check_standin_chain(chain: Chain, standins, steps: int, ffpp_items: int, ide
     from ipsb.basis.artifact import Basis
 
     assert chain.uncovered() == set()
-    names = sorted(p.name for p in chain.path("data/ffhq/images1024x1024").iterdir())
+    photos = sorted(p.stem for p in chain.path("path/to/photos").iterdir())
+    aligned = chain.path("data/ffhq/images1024x1024")          # ipsb align: a 1024 px crop and a record per photo
+    assert sorted(p.name for p in aligned.iterdir()) == sorted([f"{n}.png" for n in photos] + [f"{n}.json" for n in photos])
+    assert {Image.open(aligned / f"{n}.png").size for n in photos} == {(1024, 1024)}
+    names = [f"{n}.png" for n in photos]
     codes = torch.load(chain.path("outputs/ffhq1024/e4e_ffhq_wplus.pt"), weights_only=True)
     assert codes["names"] == names and codes["wplus"].shape == (len(names), standins.num_ws, standins.w_dim)
     manifest = json.loads(chain.path("outputs/ffhq1024/e4e_ffhq_wplus.manifest.json").read_text())
@@ -142,6 +151,29 @@ def test_standin_cli_chain_full(tmp_path, standin_checkpoints):
     print("\n" + chain.report())
     check_standin_chain(chain, standin_checkpoints, FULL.standin_steps, ffpp_items=2 * FULL.ffpp_frames,
                         identity=True)
+
+
+# ----------------------------------------------------------------------------------------------- elsewhere
+@pytest.mark.parametrize("world", ["toy", "standin"])
+def test_blend_config_from_another_working_directory_cli_chain(world, request, tmp_path):
+    """``ipsb fit --config <relative path>/blend.yaml`` (``toy/blend.yaml``; ``blend.yaml`` on the stand-ins)
+    in a working directory outside the repository, holding the chain's stage-1/2 outputs: the config's
+    backbone reference resolves from the repository's config file, and the final weights equal those of
+    the same command run in the chain's checkout."""
+    chain = request.getfixturevalue(f"{world}_chain")
+    out, config = ("toy", "lightning_configs/toy/blend.yaml") if world == "toy" else \
+        ("ffhq1024", "lightning_configs/blend.yaml")
+    other = Chain(chain.name, tmp_path / "elsewhere" / "work", chain.env, checkout=False)
+    shutil.copytree(chain.path(f"outputs/{out}"), other.path(f"outputs/{out}"),
+                    ignore=lambda d, names: ["blend"] if Path(d).name == out else [])
+    relative = os.path.relpath(REPO / config, other.root)
+    assert relative.startswith("..") and not other.path("lightning_configs").exists()
+    other.ipsb(f"ipsb fit --config {config}", *stage_options(world, "blend", FAST), replace={config: relative})
+    here, there = ckpt(chain, out, "blend"), ckpt(other, out, "blend")
+    assert here["global_step"] == there["global_step"] == (FAST.toy_steps if world == "toy" else FAST.standin_steps)
+    assert set(here["state_dict"]) == set(there["state_dict"])
+    for k, v in here["state_dict"].items():
+        assert torch.equal(v, there["state_dict"][k]), k
 
 
 # ----------------------------------------------------------------------------------------------- registry

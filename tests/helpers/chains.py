@@ -2,18 +2,20 @@
 like a checkout of the repository (a copy of ``lightning_configs/``), as a user types them.
 
 * :func:`run_toy_chain`: the toy world. ``ipsb predict`` (toy inversion) -> basis -> mapping ->
-  detail -> blend -> ``ipsb swap`` of a photo and of a video -> ``ipsb test`` with
-  ``eval/ffpp_toy.yaml`` with its IpsbSwapper block uncommented, as its comment says.
+  detail -> blend -> ``ipsb swap`` of a photo and of a video with the trained stage checkpoints ->
+  ``ipsb test`` with ``eval/ffpp_toy.yaml`` with its IpsbSwapper block uncommented, as its comment
+  says -> ``ipsb demo --train``.
 * :func:`run_standin_chain`: the official configs on the stand-in official checkpoints
-  (``$IPSB_CHECKPOINTS``): ``ipsb predict --config lightning_configs/invert.yaml`` on real photographs
-  -> basis -> mapping -> detail -> blend -> ``ipsb swap`` on a real photograph -> ``ipsb test``
+  (``$IPSB_CHECKPOINTS``): ``ipsb align`` of real photographs -> ``ipsb predict --config
+  lightning_configs/invert.yaml`` on the aligned crops -> basis -> mapping -> detail -> blend -> ``ipsb swap`` on a real photograph -> ``ipsb test``
   with ``eval/ffpp.yaml`` on a tiny FF++ tree (the dataset's swaps, then with the ipsb swapper row too)
   and with ``eval/celebahq.yaml`` (a folder of swaps, then the ipsb swapper).
 
 Every command is the documented text (:mod:`helpers.documented_commands`; :meth:`Chain.ipsb`
 refuses any other), run with its optional ``[...]`` part left out, with placeholder paths that
 cannot exist in a test (``/path/to/FaceForensics++``) pointed at the test's data, and with only
-step and size options appended (:data:`FAST` / :data:`FULL`). Inputs that the documented command
+step and size options appended (:data:`FAST` / :data:`FULL`; the fast stage fits also skip
+Lightning's sanity validation). Inputs that the documented command
 names relatively (``A.png``, ``A.jpg``, ``data/ffhq/images1024x1024``, ``pairs.txt``) are created right there.
 
 Size overrides the official configs need on the 64 px stand-in generator: the MSFT ``resolutions``
@@ -91,11 +93,12 @@ class Chain:
     in_process: bool = True
     ran: list = field(default_factory=list)
     timings: list = field(default_factory=list)
+    checkout: bool = True                      #: copy lightning_configs/ into ``root`` (a checkout's layout)
 
     def __post_init__(self):
         self.root = Path(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
-        if not (self.root / "lightning_configs").exists():
+        if self.checkout and not (self.root / "lightning_configs").exists():
             shutil.copytree(REPO / "lightning_configs", self.root / "lightning_configs")
 
     def path(self, rel: str) -> Path:
@@ -180,28 +183,44 @@ class Sizes:
     standin_steps: int
     basis_options: tuple
     ffpp_frames: int
+    sanity_val_steps: Optional[int]
 
 
 FAST = Sizes(toy_steps=3, toy_basis_samples=4, toy_invert_steps=2, video_frames=3,
-             standin_steps=2, ffpp_frames=2,
+             standin_steps=2, ffpp_frames=2, sanity_val_steps=0,
              basis_options=("--data.init_args.num_samples", "1", "--data.init_args.batch_size", "1",
                             "--model.init_args.use_identity", "false", "--model.init_args.chunk_size", "16",
                             "--model.init_args.k", "{pose: 3, exp: 4, light: 2}"))
 FULL = Sizes(toy_steps=20, toy_basis_samples=16, toy_invert_steps=10, video_frames=8,
-             standin_steps=6, ffpp_frames=3,
+             standin_steps=6, ffpp_frames=3, sanity_val_steps=None,
              basis_options=("--data.init_args.num_samples", "2", "--data.init_args.batch_size", "1"))
 
 QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
 
 
-def stage_sizes(steps: int, codes_file: bool = False) -> list[str]:
-    """Steps, batch sizes and checkpoint interval of a stage fit (``codes_file``: LatentFileDataModule)."""
-    out = ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps),
+def stage_sizes(steps: int, sanity_val_steps: Optional[int] = None, codes_file: bool = False) -> list[str]:
+    """Steps, batch sizes and checkpoint interval of a stage fit (``codes_file``: LatentFileDataModule;
+    ``sanity_val_steps``: Lightning's validation batches before training, None: the config's)."""
+    out = [] if sanity_val_steps is None else ["--trainer.num_sanity_val_steps", str(sanity_val_steps)]
+    out += ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps),
            "--data.init_args.batch_size", "2", "--data.init_args.num_val_pairs", "2",
            "--data.init_args.val_batch_size", "2", "--trainer.callbacks.init_args.every_n_train_steps", str(steps),
            *QUIET]
     # two held-out codes; four pairs among them, so that both are targets (SwapEvaluation's FID needs two)
     return out + (["--data.init_args.num_val_codes", "2", "--data.init_args.num_val_pairs", "4"] if codes_file else [])
+
+
+#: MSFT sizes of the 64 px stand-in generator (module docstring)
+STANDIN_BLEND = ("--model.init_args.resolutions", "[16, 32, 64]", "--model.init_args.input_size", "64")
+
+
+def stage_options(world: str, stage: str, sizes: Sizes) -> list[str]:
+    """The options a chain appends to the documented fit of ``stage`` (mapping, detail or blend) in
+    ``world`` (``"toy"`` or ``"standin"``)."""
+    if world == "toy":
+        return stage_sizes(sizes.toy_steps)
+    out = stage_sizes(sizes.standin_steps, sizes.sanity_val_steps, codes_file=True)
+    return out + list(STANDIN_BLEND if stage == "blend" else ())
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -314,7 +333,7 @@ def run_toy_chain(root: Path, sizes: Sizes = FAST, in_process: bool = True) -> C
                "--data.init_args.num_samples", str(sizes.toy_basis_samples), "--data.init_args.batch_size", "2",
                *QUIET)
     for stage in ("mapping", "detail", "blend"):
-        chain.ipsb(f"ipsb fit --config lightning_configs/toy/{stage}.yaml", *stage_sizes(sizes.toy_steps))
+        chain.ipsb(f"ipsb fit --config lightning_configs/toy/{stage}.yaml", *stage_options("toy", stage, sizes))
     chain.ipsb(f"ipsb swap --source A.png --target B.png --out C.png {TOY_STAGES}")
     chain.ipsb(f"ipsb swap --source A.png --target clip.mp4 --out swapped.mp4 {TOY_STAGES}", "--no-progress")
     chain.ipsb("ipsb test --config lightning_configs/eval/ffpp_toy.yaml",
@@ -354,22 +373,21 @@ def run_standin_chain(root: Path, checkpoints: Path, sizes: Sizes = FAST, in_pro
     """The stand-in chain (module docstring) in ``root`` with ``$IPSB_CHECKPOINTS=checkpoints``."""
     chain = Chain("standin", root, {"IPSB_CHECKPOINTS": str(checkpoints), "WANDB_MODE": "offline",
                                     "TORCH_HOME": str(Path(root) / "torch_home")}, in_process)
-    standin_photos(chain.path("data/ffhq/images1024x1024"))
+    standin_photos(chain.path("path/to/photos"))
     photo_pair(chain.root)
     tree = ffpp_tree(chain.path("ffpp"), sizes.ffpp_frames)
     images, _, swaps = celebahq_folder(chain.root)
-    stage = stage_sizes(sizes.standin_steps, codes_file=True)
 
+    chain.ipsb("ipsb align path/to/photos --out data/ffhq/images1024x1024 --size 1024")
     chain.ipsb("ipsb predict --config lightning_configs/invert.yaml --data.init_args.root data/ffhq/images1024x1024",
-               "--data.init_args.align", "true", "--data.init_args.batch_size", "2",
+               "--data.init_args.batch_size", "2",
                "--data.init_args.num_workers", "0", "--trainer.enable_progress_bar", "false")
     chain.ipsb("ipsb fit --config lightning_configs/basis.yaml [--trainer.devices 4 --trainer.strategy ddp]",
                *sizes.basis_options, *QUIET)
     chain.ipsb("ipsb fit --config lightning_configs/mapping.yaml [--trainer.devices 4 --trainer.strategy ddp]",
-               *stage)
-    chain.ipsb("ipsb fit --config lightning_configs/detail.yaml", *stage)
-    chain.ipsb("ipsb fit --config lightning_configs/blend.yaml", *stage,
-               "--model.init_args.resolutions", "[16, 32, 64]", "--model.init_args.input_size", "64")
+               *stage_options("standin", "mapping", sizes))
+    chain.ipsb("ipsb fit --config lightning_configs/detail.yaml", *stage_options("standin", "detail", sizes))
+    chain.ipsb("ipsb fit --config lightning_configs/blend.yaml", *stage_options("standin", "blend", sizes))
     chain.ipsb("ipsb swap --source A.jpg --target B.jpg --out C.png --backbone lightning_configs/backbone/ffhq1024.yaml "
                "--mapping outputs/ffhq1024/mapping/checkpoints/last.ckpt "
                "--detail outputs/ffhq1024/detail/checkpoints/last.ckpt "
@@ -405,5 +423,5 @@ def standin_chain(tmp_path_factory, standin_checkpoints) -> Chain:
     return run_standin_chain(tmp_path_factory.mktemp("standin_chain"), standin_checkpoints.folder)
 
 
-__all__ = ["Chain", "Sizes", "FAST", "FULL", "run_toy_chain", "run_standin_chain", "toy_chain", "standin_chain",
+__all__ = ["Chain", "Sizes", "FAST", "FULL", "stage_options", "run_toy_chain", "run_standin_chain", "toy_chain", "standin_chain",
            "strip_optional", "table", "square_face", "drifting", "write_mp4", "ffpp_tree", "celebahq_folder"]

@@ -126,6 +126,7 @@ COVERED: dict[str, str] = {
     "ipsb demo --train": "toy",
     "ipsb test --config lightning_configs/eval/ffpp_toy.yaml": "toy",
     # official configs on the stand-in checkpoints
+    "ipsb align path/to/photos --out data/ffhq/images1024x1024 --size 1024": "standin",
     "ipsb predict --config lightning_configs/invert.yaml --data.init_args.root data/ffhq/images1024x1024": "standin",
     "ipsb fit --config lightning_configs/basis.yaml [--trainer.devices 4 --trainer.strategy ddp]": "standin",
     "ipsb fit --config lightning_configs/basis.yaml": "standin",
