@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from helpers.chains import FAST, FULL, REPO, Chain, run_standin_chain, run_toy_chain, stage_options, table
-from helpers.documented_commands import COVERED, documented_commands, markdown_commands, yaml_comment_commands
+from helpers.documented_commands import COVERED, coverage_gaps, documented_commands, markdown_commands, yaml_comment_commands
 from ipsb.checkpoints import sha256_file
 
 STAGES = ("mapping", "detail", "blend")
@@ -179,16 +179,39 @@ def test_blend_config_from_another_working_directory_cli_chain(world, request, t
 # ----------------------------------------------------------------------------------------------- registry
 def test_documented_commands_are_covered_by_a_cli_chain():
     documented = documented_commands()
-    where = {}
-    for d in documented:
-        where.setdefault(d.command, []).append(d.where)
-    missing = {c: w for c, w in where.items() if c not in COVERED}
+    missing, stale = coverage_gaps(documented)
     assert not missing, f"documented commands no chain test runs (add them to COVERED and to a chain): {missing}"
-    stale = set(COVERED) - set(where)
     assert not stale, f"registered commands that are no longer documented: {stale}"
     assert set(COVERED.values()) == {"toy", "standin"}
-    # the real-weights order of the README is in the config comments: invert -> basis -> stages -> swap -> test
-    assert any(c.startswith("ipsb swap") and "--backbone lightning_configs/backbone/ffhq1024.yaml" in c for c in where)
+    # the real-weights order is in the config comments: align -> invert -> basis -> stages -> swap -> test
+    commands = [d.command for d in documented]
+    for start in ("ipsb align ", "ipsb predict --config lightning_configs/invert.yaml",
+                  "ipsb fit --config lightning_configs/basis.yaml", "ipsb fit --config lightning_configs/blend.yaml",
+                  "ipsb swap --source A.jpg --target B.jpg --out C.png --backbone lightning_configs/backbone/ffhq1024.yaml",
+                  "ipsb test --config lightning_configs/eval/ffpp.yaml", "ipsb test --config lightning_configs/eval/celebahq.yaml"):
+        assert any(c.startswith(start) for c in commands), start
+
+
+def test_a_new_documented_command_without_a_test_is_found(tmp_path, monkeypatch):
+    """A command added to a config comment, or a registered one removed from the comments, fails the check."""
+    import helpers.documented_commands as dc
+
+    configs = tmp_path / "lightning_configs"
+    shutil.copytree(dc.CONFIG_ROOT, configs)
+    monkeypatch.setattr(dc, "REPO", tmp_path)
+    monkeypatch.setattr(dc, "CONFIG_ROOT", configs)
+    monkeypatch.setattr(dc, "DOC_FILES", ())
+    assert coverage_gaps(dc.documented_commands()) == ({}, set())
+    detail = configs / "detail.yaml"
+    detail.write_text(detail.read_text().replace(
+        "#   ipsb fit --config lightning_configs/detail.yaml\n",
+        "#   ipsb fit --config lightning_configs/detail.yaml --trainer.devices 8\n"))
+    missing, stale = coverage_gaps(dc.documented_commands())
+    assert missing == {"ipsb fit --config lightning_configs/detail.yaml --trainer.devices 8":
+                       ["lightning_configs/detail.yaml:2"]}
+    assert stale == {"ipsb fit --config lightning_configs/detail.yaml"}
+    (configs / "scaling" / "slurm.sbatch").write_text("# then:\n#   ipsb test --config x.yaml\n")
+    assert "ipsb test --config x.yaml" in coverage_gaps(dc.documented_commands())[0]
 
 
 def test_command_extraction_finds_every_form(tmp_path, monkeypatch):

@@ -2,7 +2,8 @@
 
 A documented command is
 
-* in a YAML config under ``lightning_configs/``: a whole-line comment whose text starts with ``ipsb ``
+* in a file under ``lightning_configs/`` (the YAML configs, the SLURM script): a whole-line comment
+  whose text starts with ``ipsb ``
   (continued on the next comment line when it ends in ``\\``), or a backticked span `` `ipsb ...` ``
   in a comment that has arguments after the subcommand (a bare `` `ipsb swap` `` names a subcommand);
 * in a Markdown file of :data:`DOC_FILES`: a line of a fenced code block whose first word is ``ipsb``
@@ -77,7 +78,7 @@ def _commands_in(texts: list[str], is_code: list[bool], where: str) -> list[Docu
 
 
 def yaml_comment_commands(path: Path) -> list[Documented]:
-    """Commands in the whole-line comments of a YAML file (module docstring)."""
+    """Commands in the whole-line ``#`` comments of a YAML file or a shell script (module docstring)."""
     texts, code = [], []
     for line in path.read_text().splitlines():
         stripped = line.strip()
@@ -104,7 +105,7 @@ def markdown_commands(path: Path) -> list[Documented]:
 def documented_commands() -> list[Documented]:
     """Every documented command (module docstring), in file order."""
     out = []
-    for path in sorted(CONFIG_ROOT.rglob("*.yaml")):
+    for path in sorted(p for p in CONFIG_ROOT.rglob("*") if p.is_file()):
         out += yaml_comment_commands(path)
     for path in DOC_FILES:
         out += markdown_commands(path)
@@ -156,6 +157,15 @@ COVERED: dict[str, str] = {
 }
 
 
+def coverage_gaps(documented: list[Documented]) -> tuple[dict[str, list[str]], set[str]]:
+    """``(missing, stale)``: documented commands no chain runs (command -> where written), and
+    registered commands no longer documented."""
+    where: dict[str, list[str]] = {}
+    for d in documented:
+        where.setdefault(d.command, []).append(d.where)
+    return {c: w for c, w in where.items() if c not in COVERED}, set(COVERED) - set(where)
+
+
 def registered(command: str, chain: str) -> str:
     """``command`` (normalised) if it is documented and registered to ``chain``; AssertionError otherwise."""
     command = normalise(command)
@@ -164,5 +174,5 @@ def registered(command: str, chain: str) -> str:
     return command
 
 
-__all__ = ["Documented", "documented_commands", "yaml_comment_commands", "markdown_commands", "normalise",
+__all__ = ["Documented", "documented_commands", "coverage_gaps", "yaml_comment_commands", "markdown_commands", "normalise",
            "COVERED", "DOC_FILES", "registered"]
