@@ -20,11 +20,13 @@ names relatively (``A.png``, ``A.jpg``, ``data/ffhq/images1024x1024``, ``pairs.t
 
 Size overrides the official configs need on the 64 px stand-in generator: the MSFT ``resolutions``
 (feature resolutions of the generator: 4..64 here) and its ``input_size``. Everything else (W+ rows,
-mask sizes, crop sizes) follows the generator. Two options are not sizes and are said here:
+mask sizes, crop sizes) follows the generator. Three options are not sizes and are said here:
 the fast basis drops the identity metric (``use_identity false``: its 512 Jacobian rows through the
-full-size IR-SE50 take ~100 s per sample on one CPU core; the full variant keeps it), and the
+full-size IR-SE50 take ~100 s per sample on one CPU core; the full variant keeps it); the
 CelebA-HQ runs replace the FID Inception (``fid_helper_default_1.pt`` is pinned by its sha256, so
-no stand-in can exist) by the Deep3D coefficients as FID features.
+no stand-in can exist) by the Deep3D coefficients as FID features; and the second run of each
+benchmark, which writes the same table as the first (as a user running both would), passes
+``--model.init_args.overwrite true``, as the refusal of the first attempt tells.
 
 Inputs: the toy world's inputs are real photographs too, because ``ipsb swap`` aligns with dlib and
 dlib finds no face in a toy render; the toy inversion reads toy renders (aligned by construction).
