@@ -40,6 +40,7 @@ oversubscribed.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import resource
@@ -126,9 +127,10 @@ class Chain:
                 else:
                     os.environ[k] = v
 
-    def ipsb(self, documented: str, *extra: str, replace: Optional[dict] = None) -> None:
+    def ipsb(self, documented: str, *extra: str, replace: Optional[dict] = None, expect: int = 0) -> str:
         """Run a documented command (optional part left out, ``replace`` applied to its words, ``extra``
-        appended); AssertionError with the error output when it does not exit with 0."""
+        appended) -> its error output; AssertionError with that output when its exit code is not
+        ``expect``. Only a command that exited with 0 counts as run (:meth:`uncovered`)."""
         command = registered(documented, self.name)
         argv = [(replace or {}).get(a, a) for a in strip_optional(shlex.split(command))]
         assert argv[0] == "ipsb"
@@ -137,12 +139,14 @@ class Chain:
         if self.in_process:
             from ipsb.cli import main
 
-            with self.inside():
+            err = io.StringIO()
+            with self.inside(), contextlib.redirect_stderr(err):
                 try:
                     rc = main(argv)
                 finally:
                     _finish_wandb_run()
-            detail = ""
+            detail = err.getvalue()
+            sys.stderr.write(detail)
         else:
             env = {**os.environ, **self.env, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
                 [str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -151,8 +155,10 @@ class Chain:
             rc, detail = proc.returncode, proc.stdout[-2000:] + proc.stderr[-5000:]
         self.timings.append((" ".join(argv[:3]), time.perf_counter() - start,
                              cpu_seconds() - cpu))
-        assert rc == 0, f"`{' '.join(argv)}` exited with {rc}\n{detail}"
-        self.ran.append(" ".join(strip_optional(shlex.split(command))))
+        assert rc == expect, f"`{' '.join(argv)}` exited with {rc}\n{detail}"
+        if rc == 0:
+            self.ran.append(" ".join(strip_optional(shlex.split(command))))
+        return detail
 
     def uncovered(self) -> set[str]:
         """Commands registered to this chain that it has not run (optional parts left out)."""
@@ -186,30 +192,34 @@ class Sizes:
     basis_options: tuple
     ffpp_frames: int
     sanity_val_steps: Optional[int]
+    standin_batch: int
 
 
 FAST = Sizes(toy_steps=3, toy_basis_samples=4, toy_invert_steps=2, video_frames=3,
-             standin_steps=2, ffpp_frames=2, sanity_val_steps=0,
+             standin_steps=2, ffpp_frames=2, sanity_val_steps=0, standin_batch=1,
              basis_options=("--data.init_args.num_samples", "1", "--data.init_args.batch_size", "1",
                             "--model.init_args.use_identity", "false", "--model.init_args.chunk_size", "16",
                             "--model.init_args.k", "{pose: 3, exp: 4, light: 2}"))
 FULL = Sizes(toy_steps=20, toy_basis_samples=16, toy_invert_steps=10, video_frames=8,
-             standin_steps=6, ffpp_frames=3, sanity_val_steps=None,
+             standin_steps=6, ffpp_frames=3, sanity_val_steps=None, standin_batch=2,
              basis_options=("--data.init_args.num_samples", "2", "--data.init_args.batch_size", "1"))
 
 QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
 
 
-def stage_sizes(steps: int, sanity_val_steps: Optional[int] = None, codes_file: bool = False) -> list[str]:
+def stage_sizes(steps: int, sanity_val_steps: Optional[int] = None, codes_file: bool = False,
+                batch_size: int = 2) -> list[str]:
     """Steps, batch sizes and checkpoint interval of a stage fit (``codes_file``: LatentFileDataModule;
     ``sanity_val_steps``: Lightning's validation batches before training, None: the config's)."""
+    # codes file: two held-out codes, four pairs among them (one batch), so that both are targets
+    # (SwapEvaluation's FID needs two)
+    val_pairs = 4 if codes_file else 2
     out = [] if sanity_val_steps is None else ["--trainer.num_sanity_val_steps", str(sanity_val_steps)]
     out += ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps),
-           "--data.init_args.batch_size", "2", "--data.init_args.num_val_pairs", "2",
-           "--data.init_args.val_batch_size", "2", "--trainer.callbacks.init_args.every_n_train_steps", str(steps),
-           *QUIET]
-    # two held-out codes; four pairs among them, so that both are targets (SwapEvaluation's FID needs two)
-    return out + (["--data.init_args.num_val_codes", "2", "--data.init_args.num_val_pairs", "4"] if codes_file else [])
+            "--data.init_args.batch_size", str(batch_size), "--data.init_args.num_val_pairs", str(val_pairs),
+            "--data.init_args.val_batch_size", str(val_pairs),
+            "--trainer.callbacks.init_args.every_n_train_steps", str(steps), *QUIET]
+    return out + (["--data.init_args.num_val_codes", "2"] if codes_file else [])
 
 
 #: MSFT sizes of the 64 px stand-in generator (module docstring)
@@ -221,7 +231,7 @@ def stage_options(world: str, stage: str, sizes: Sizes) -> list[str]:
     ``world`` (``"toy"`` or ``"standin"``)."""
     if world == "toy":
         return stage_sizes(sizes.toy_steps)
-    out = stage_sizes(sizes.standin_steps, sizes.sanity_val_steps, codes_file=True)
+    out = stage_sizes(sizes.standin_steps, sizes.sanity_val_steps, codes_file=True, batch_size=sizes.standin_batch)
     return out + list(STANDIN_BLEND if stage == "blend" else ())
 
 
@@ -399,6 +409,10 @@ def run_standin_chain(root: Path, checkpoints: Path, sizes: Sizes = FAST, in_pro
     where = {"/path/to/FaceForensics++": str(tree)}
     chain.ipsb(FFPP, *ffpp_sizes, replace=where)
     shutil.copyfile(chain.path("outputs/eval/ffpp/ffpp_FaceShifter.json"), chain.path("ffpp_dataset_only.json"))
+    refusal = chain.ipsb(f"{FFPP} {IPSB_SWAPPER}", *ffpp_sizes, replace=where, expect=2)
+    assert "--model.init_args.overwrite true" in refusal and "ffpp_FaceShifter" in refusal, refusal
+    assert chain.path("outputs/eval/ffpp/ffpp_FaceShifter.json").read_bytes() == \
+        chain.path("ffpp_dataset_only.json").read_bytes()                      # the first table is kept
     chain.ipsb(f"{FFPP} {IPSB_SWAPPER}", *ffpp_sizes, "--model.init_args.overwrite", "true", replace=where)
     celeba_sizes = ["--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
                     "--model.init_args.fid_batch_size", "2", "--model.init_args.networks.fid", FID_STANDIN,
