@@ -170,3 +170,25 @@ def test_backbone_config_builds_every_component(name, request):
     if name == "backbone/ffhq1024.yaml":        # every file found through $IPSB_CHECKPOINTS
         files = {Path(f).name for f in backbone.checkpoint_files().values()}
         assert {"stylegan2-ffhq-config-f.pt", "e4e_ffhq_encode.pt", "epoch_20.pth", "79999_iter.pth"} <= files
+
+
+def test_invert_config_needs_only_the_generator_e4e_and_lpips(standin_checkpoints, tmp_path, monkeypatch):
+    """``invert.yaml`` builds with a checkpoint folder holding only the generator, e4e and LPIPS' AlexNet
+    (the inversion builds only the backbone parts it uses), and names e4e when it is missing."""
+    from ipsb.checkpoints import MissingCheckpointError
+    from ipsb.inversion import InversionModule
+
+    names = ("stylegan2-ffhq-config-f.pt", "e4e_ffhq_encode.pt", "alexnet-owt-7be5be79.pth")
+    (tmp_path / "ckpt").mkdir()
+    for name in names:
+        (tmp_path / "ckpt" / name).symlink_to(standin_checkpoints.files[name])
+    monkeypatch.setenv("IPSB_CHECKPOINTS", str(tmp_path / "ckpt"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.chdir(tmp_path)
+    cli = build_config(CONFIGS / "invert.yaml")
+    assert type(cli.model) is InversionModule
+    assert {c for c in ("generator", "encoder", "perceptual", "face_model", "regressor", "identity", "masker", "pose")
+            if getattr(cli.model.backbone, c, None) is not None} == {"generator", "encoder", "perceptual"}
+    (tmp_path / "ckpt" / "e4e_ffhq_encode.pt").unlink()
+    with pytest.raises(MissingCheckpointError, match="e4e_ffhq_encode.pt"):
+        build_config(CONFIGS / "invert.yaml")
