@@ -164,8 +164,8 @@ def test_blend_config_from_another_working_directory_cli_chain(world, request, t
     out, config = ("toy", "lightning_configs/toy/blend.yaml") if world == "toy" else \
         ("ffhq1024", "lightning_configs/blend.yaml")
     other = Chain(chain.name, tmp_path / "elsewhere" / "work", chain.env, checkout=False)
-    shutil.copytree(chain.path(f"outputs/{out}"), other.path(f"outputs/{out}"),
-                    ignore=lambda d, names: ["blend"] if Path(d).name == out else [])
+    shutil.copytree(chain.path(f"outputs/{out}"), other.path(f"outputs/{out}"),     # the outputs, not W&B's logs
+                    ignore=lambda d, names: [n for n in names if n == "wandb" or (n == "blend" and Path(d).name == out)])
     relative = os.path.relpath(REPO / config, other.root)
     assert relative.startswith("..") and not other.path("lightning_configs").exists()
     other.ipsb(f"ipsb fit --config {config}", *stage_options(world, "blend", FAST), replace={config: relative})
