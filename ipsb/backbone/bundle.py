@@ -185,7 +185,7 @@ class FaceBackbone(nn.Module):
 
         g = self.generator
         dev = next((t.device for t in [*g.buffers(), *g.parameters()]), torch.device("cpu"))
-        return sample_wplus(g, n, seed, truncation_psi).to(dev)
+        return sample_wplus(g, n, seed, truncation_psi, dtype=None).to(dev)
 
     def coeffs(self, image: torch.Tensor) -> torch.Tensor:
         """image ``[B,3,H,W]`` in [-1,1] -> 3DMM coefficients ``[B,C]``."""
