@@ -137,7 +137,8 @@ def evaluate(backbone, swaps: dict, n_pairs: int = 64, batch: int = 16, per_samp
     (``per_sample``: name -> metric -> list of the ``n_pairs`` values, pair order fixed)."""
     from ipsb.data.latents import LatentPairDataModule
     from ipsb.losses.perceptual import perceptual_distance
-    from ipsb.stages.pair_batch import face_mask, measure_pairs
+    from ipsb.nets.face_mask import raw_face_mask
+    from ipsb.stages.pair_batch import measure_pairs
     from ipsb.eval.swap_measures import backbone_swap_errors
 
     gen = backbone.generator
@@ -148,7 +149,7 @@ def evaluate(backbone, swaps: dict, n_pairs: int = 64, batch: int = 16, per_samp
     device = gen.w_avg.device
     for b in dm.val_dataloader():
         pairs = measure_pairs(backbone, b["w_s"].to(device), b["w_t"].to(device))
-        outside = 1 - face_mask(backbone, pairs.image_t, pairs.coeff_t) if lpips else None
+        outside = 1 - raw_face_mask(backbone, pairs.image_t, coeffs=pairs.coeff_t) if lpips else None
         for name, fn in swaps.items():
             w = fn(pairs)
             img = gen.synthesis(w, noise_mode="const")

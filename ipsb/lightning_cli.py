@@ -297,9 +297,31 @@ class IpsbCLI(LightningCLI):
         check_outputs(self.trainer, self.model, "predict")
 
 
+def _unique_keys_loader():
+    """A ``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain YAML keeps the last
+    silently, so a second ``callbacks:`` would drop the first list)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key '{key}' appears twice in one mapping (lines {seen[key] + 1} and "
+                        f"{key_node.start_mark.line + 1}); YAML would keep only the last, so merge them",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
 def check_config_files(args: Sequence[str]) -> None:
-    """Every ``--config FILE`` (``-c``, ``--config=``) exists and is valid YAML, else one
-    :class:`~ipsb.config_objects.ConfigBuildError` naming it (jsonargparse's report does not)."""
+    """Every ``--config FILE`` (``-c``, ``--config=``) exists and is valid YAML without a key given twice
+    in one mapping, else one :class:`~ipsb.config_objects.ConfigBuildError` naming it (jsonargparse's
+    report does not)."""
     import yaml
 
     from ipsb.config_objects import ConfigBuildError
@@ -319,7 +341,7 @@ def check_config_files(args: Sequence[str]) -> None:
             raise ConfigBuildError(f"--config '{value}' " + ("is a folder" if path.is_dir() else "not found")
                                    + "; give a YAML file (e.g. lightning_configs/toy/mapping.yaml)")
         try:
-            yaml.safe_load(path.read_text())
+            yaml.load(path.read_text(), Loader=_unique_keys_loader())
         except yaml.YAMLError as e:
             where = getattr(e, "problem_mark", None)
             at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""

@@ -179,13 +179,13 @@ class FaceBackbone(nn.Module):
         return self.generator.synthesis(wplus, **kwargs)
 
     def sample_wplus(self, n: int, seed: int = 0, truncation_psi: float = 1.0) -> torch.Tensor:
-        """``n`` seeded W+ codes ``[n,num_ws,w_dim]`` (one mapped w repeated over rows)."""
+        """``n`` seeded W+ codes ``[n,num_ws,w_dim]`` on the generator's device (one mapped w repeated
+        over rows; :func:`ipsb.data.latents.sample_wplus`)."""
+        from ipsb.data.latents import sample_wplus
+
         g = self.generator
-        z_dim = getattr(g, "z_dim", g.w_dim)
-        z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
-        dev = next((t.device for t in g.buffers()), None) or next((p.device for p in g.parameters()), torch.device("cpu"))
-        w = g.mapping(z.to(dev), truncation_psi=truncation_psi)
-        return w[:, None].expand(n, g.num_ws, g.w_dim).contiguous()
+        dev = next((t.device for t in [*g.buffers(), *g.parameters()]), torch.device("cpu"))
+        return sample_wplus(g, n, seed, truncation_psi, dtype=None).to(dev)
 
     def coeffs(self, image: torch.Tensor) -> torch.Tensor:
         """image ``[B,3,H,W]`` in [-1,1] -> 3DMM coefficients ``[B,C]``."""
@@ -194,10 +194,6 @@ class FaceBackbone(nn.Module):
     def embed(self, image: torch.Tensor) -> torch.Tensor:
         """image ``[B,3,H,W]`` in [-1,1] -> L2-normalised identity embedding ``[B,D]``."""
         return self.identity(image)
-
-    def geometry(self, coeffs: torch.Tensor):
-        """coeffs ``[B,C]`` -> :class:`FaceGeometry` (camera space)."""
-        return self.face_model(coeffs)
 
     def render_coeffs(self, coeffs: torch.Tensor) -> RenderOutput:
         """coeffs ``[B,C]`` -> :class:`RenderOutput` (image/mask in [0,1]) through face model + renderer."""

@@ -1,4 +1,4 @@
-"""FaceForensics++ evaluation list: pairs, frame selection and the frozen manifest (DESIGN.md s. 3).
+"""FaceForensics++ evaluation list: pairs, frame selection and the frozen manifest (docs/evaluation.md, section 1).
 
 Tree (the official download layout)::
 

@@ -83,8 +83,10 @@ def _distinct_pairs(n_codes: int, n_pairs: int, gen: torch.Generator, offset: in
 
 
 @torch.no_grad()
-def sample_wplus(generator, n: int, seed: int, truncation_psi: float = 1.0, chunk: int = 1024) -> torch.Tensor:
-    """``n`` W+ codes ``[n,num_ws,w_dim]`` (CPU float32) from seeded ``z`` through ``generator.mapping``."""
+def sample_wplus(generator, n: int, seed: int, truncation_psi: float = 1.0, chunk: int = 1024,
+                 dtype: Optional[torch.dtype] = torch.float32) -> torch.Tensor:
+    """``n`` W+ codes ``[n,num_ws,w_dim]`` on the CPU from seeded ``z`` through ``generator.mapping``, as
+    ``dtype`` (None: the mapping's own)."""
     gen = torch.Generator().manual_seed(int(seed))
     z_dim = int(getattr(generator, "z_dim", generator.w_dim))
     z = torch.randn(n, z_dim, generator=gen)
@@ -93,7 +95,7 @@ def sample_wplus(generator, n: int, seed: int, truncation_psi: float = 1.0, chun
     out = []
     for i in range(0, n, chunk):
         w = generator.mapping(z[i:i + chunk].to(device), truncation_psi=truncation_psi, truncation_latent=avg)
-        out.append(w.float().cpu())
+        out.append((w if dtype is None else w.to(dtype)).cpu())
     w = torch.cat(out)
     if w.dim() == 2:
         w = w.unsqueeze(1).expand(-1, generator.num_ws, -1)

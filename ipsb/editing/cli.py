@@ -26,8 +26,9 @@ lighting (``gamma``) from another face (a photo, a ``.pt`` W+ file, or ``seed:N`
 
 Outputs: a labelled PNG grid (``--out``) and optionally ``--animation`` (``.gif`` or ``.mp4``).
 Existing outputs are kept unless ``--overwrite``. Defaults read the toy world (``--backbone``) and
-the toy training outputs (``--basis``, ``--mapping``): see :data:`DEFAULTS`. Exit 0, or 1 with one
-line on stderr.
+the trained toy stages that ship with ipsb (``--basis``, ``--mapping``): see :data:`DEFAULTS`. Exit 0;
+a bad input or value ends in one line on stderr and exit code 2 (the ``ipsb`` command's error
+boundary, :mod:`ipsb.error_boundary`).
 """
 from __future__ import annotations
 
@@ -37,12 +38,13 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[2]
-#: Default inputs of ``ipsb edit``: the toy backbone and the toy stage outputs (one place to repoint).
+from ipsb.assets import config_path, toy_stage_path
+
+#: Default inputs of ``ipsb edit``: the toy backbone and the shipped toy stages (one place to repoint).
 DEFAULTS = {
-    "backbone": str(REPO / "lightning_configs" / "backbone" / "toy.yaml"),
-    "basis": "outputs/toy/basis.pt",
-    "mapping": "outputs/toy/mapping/checkpoints/last.ckpt",
+    "backbone": str(config_path("backbone/toy.yaml")),
+    "basis": str(toy_stage_path("basis")),
+    "mapping": str(toy_stage_path("mapping")),
 }
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 RANGE_RE = re.compile(r"^-[0-9.]+(e[-+]?\d+)?:")
@@ -310,18 +312,13 @@ def _attach_ranges(argv: list[str]) -> list[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Exit code 0; 1 for a bad input file or value; 2 for a usage error (one line on stderr each)."""
+    """Exit code 0; a usage error exits 2 with one line; other errors reach the ``ipsb`` command's
+    error boundary (one line, exit code 2)."""
     try:
         args = build_parser().parse_args(_attach_ranges(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as e:
         return int(e.code or 0)
-    from ipsb.checkpoints import CorruptCheckpointError
-
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError, CorruptCheckpointError) as e:
-        print(f"ipsb edit: error: {e}", file=sys.stderr)
-        return 1
+    run(args)
     return 0
 
 

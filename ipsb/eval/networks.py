@@ -103,6 +103,19 @@ _HOPENET = "ipsb.backbone.pose.load_hopenet"
 _FILES = {"identity": "net_sphere20_data_vggface2_acc_9955.pth", "regressor": "epoch_20.pth",
           "pose": "hopenet_robust_alpha1.pkl", "lm3d": "similarity_Lm3D_all.mat"}
 
+
+def _ffpp_networks(crop: str, mirror: bool, to_uint8: str, pose_input: str) -> dict[str, dict]:
+    """The FF++ metric networks (sphere20, Deep3D on its 5-point alignment, HopeNet) with a preset's
+    conventions: sphere20's ``crop``/``mirror``, the frame's ``to_uint8`` rounding before Deep3D, and
+    HopeNet's ``preprocessing``."""
+    return {"identity": {"class_path": _SPHERE20,
+                         "init_args": {"checkpoint": _FILES["identity"], "crop": crop, "mirror": mirror}},
+            "regressor": {"class_path": _ALIGNED_DEEP3D,
+                          "init_args": {"checkpoint": _FILES["regressor"], "lm3d": _FILES["lm3d"],
+                                        "detector": "dlib", "no_face": "ffhq_points", "to_uint8": to_uint8}},
+            "pose": {"class_path": _HOPENET, "init_args": {"checkpoint": _FILES["pose"], "preprocessing": pose_input}}}
+
+
 #: The named presets (``preset: NAME``); ``custom`` is the absence of one.
 PRESETS: dict[str, MetricPreset] = {p.name: p for p in [
     MetricPreset(
@@ -112,15 +125,7 @@ PRESETS: dict[str, MetricPreset] = {p.name: p for p in [
                 "the items' own source images; ID cosine over the first N/10 items; HopeNet on the [-1,1] "
                 "256 px frame, pose = mean over angles of sqrt(MSE*66)/2 of raw logits; Deep3D on its 5-point "
                 "alignment of the truncated uint8 frame, expression = sqrt(MSE*64)",
-        networks={
-            "identity": {"class_path": _SPHERE20,
-                         "init_args": {"checkpoint": _FILES["identity"], "crop": "resize", "mirror": False}},
-            "regressor": {"class_path": _ALIGNED_DEEP3D,
-                          "init_args": {"checkpoint": _FILES["regressor"], "lm3d": _FILES["lm3d"],
-                                        "detector": "dlib", "no_face": "ffhq_points", "to_uint8": "truncate"}},
-            "pose": {"class_path": _HOPENET,
-                     "init_args": {"checkpoint": _FILES["pose"], "preprocessing": "reliableswap"}},
-        },
+        networks=_ffpp_networks(crop="resize", mirror=False, to_uint8="truncate", pose_input="reliableswap"),
         id_gallery="item_sources", id_cosine_first_items_divisor=10,
         columns=("id_top1_pct", "id_cosine", "exp_sqrt_mse", "pose_logit_l2"),
         benchmarks=("ffpp",), requires_pose_logits=True),
@@ -129,15 +134,7 @@ PRESETS: dict[str, MetricPreset] = {p.name: p for p in [
         summary="corrected conventions: sphere20 on the face crop with its mirror; retrieval against all "
                 "selected source frames; ID cosine over all items; HopeNet at 224 px in [0,1], pose = mean "
                 "L2 of (yaw, pitch, roll) in degrees; Deep3D on its 5-point alignment, expression = mean L2",
-        networks={
-            "identity": {"class_path": _SPHERE20,
-                         "init_args": {"checkpoint": _FILES["identity"], "crop": "ffhq", "mirror": True}},
-            "regressor": {"class_path": _ALIGNED_DEEP3D,
-                          "init_args": {"checkpoint": _FILES["regressor"], "lm3d": _FILES["lm3d"],
-                                        "detector": "dlib", "no_face": "ffhq_points", "to_uint8": "round"}},
-            "pose": {"class_path": _HOPENET,
-                     "init_args": {"checkpoint": _FILES["pose"], "preprocessing": "imagenet224"}},
-        },
+        networks=_ffpp_networks(crop="ffhq", mirror=True, to_uint8="round", pose_input="imagenet224"),
         columns=("id_top1_pct", "id_top5_pct", "id_cosine", "exp_l2", "pose_deg", "fid")),
 ]}
 #: No preset: the configured networks, every form the harness computes.

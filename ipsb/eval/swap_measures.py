@@ -43,7 +43,7 @@ from ipsb.losses.identity import identity_cosine
 from ipsb.metrics import FID, ExpressionError, IDRetrieval, IDSimilarity, PoseError
 from ipsb.metrics.expression_error import expression_sq_distance
 from ipsb.metrics.pose_error import pose_degree_distance
-from ipsb.metrics.sample_dedup import cat_state, check_sample_index, dedup_by_index
+from ipsb.metrics.sample_dedup import cat_state, check_sample_index, per_sample_states
 
 #: Retrieval gallery policies. ``source_frames``: a separate loader of gallery frames (FF++'s selected
 #: frames of every source video), queries labelled by ``source_id``. ``item_sources``: each item's
@@ -196,11 +196,7 @@ class PerPairValues(Metric):
         self.sample_index.append(check_sample_index(sample_index, values.shape[0], "PerPairValues").to(values.device))
 
     def compute(self) -> tuple[Tensor, Tensor]:
-        idx = cat_state(self.sample_index)
-        if idx.numel() == 0:
-            raise RuntimeError("PerPairValues.compute: no samples")
-        index, values = dedup_by_index(idx, cat_state(self.values), what="PerPairValues")
-        return index, values
+        return per_sample_states(self.sample_index, self.values, what="PerPairValues")
 
 
 def _scalar(x: Tensor) -> float:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from torch import Tensor
 from torchmetrics import Metric
 
-from ipsb.metrics.sample_dedup import cat_state, check_sample_index, dedup_by_index
+from ipsb.metrics.sample_dedup import check_sample_index, per_sample_states
 
 
 def expression_sq_distance(swap_exp: Tensor, target_exp: Tensor) -> Tensor:
@@ -50,9 +50,6 @@ class ExpressionError(Metric):
         self.sample_index.append(check_sample_index(sample_index, sq.shape[0], "ExpressionError.update").to(sq.device))
 
     def compute(self) -> dict[str, Tensor]:
-        idx = cat_state(self.sample_index)
-        if idx.numel() == 0:
-            raise RuntimeError("ExpressionError.compute: no samples")
-        _, sq = dedup_by_index(idx, cat_state(self.sq_dist), what="ExpressionError")
+        _, sq = per_sample_states(self.sample_index, self.sq_dist, what="ExpressionError")
         mse = sq.sum() / (sq.numel() * self.num_coeffs)
         return {"l2": sq.sqrt().mean().float(), "sqrt_mse": (mse * self.num_coeffs).sqrt().float()}

@@ -30,7 +30,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from ipsb.losses.identity import identity_cosine
-from ipsb.metrics.sample_dedup import cat_state, check_sample_index, dedup_by_index
+from ipsb.metrics.sample_dedup import cat_state, check_sample_index, dedup_by_index, per_sample_states
 
 
 def _check_embeddings(emb: Tensor, what: str) -> Tensor:
@@ -143,10 +143,7 @@ class IDSimilarity(Metric):
         self.sample_index.append(check_sample_index(sample_index, a.shape[0], "IDSimilarity.update").to(a.device))
 
     def compute(self) -> Tensor:
-        idx = cat_state(self.sample_index)
-        if idx.numel() == 0:
-            raise RuntimeError("IDSimilarity.compute: no samples")
-        _, cos = dedup_by_index(idx, cat_state(self.cosine), what="IDSimilarity")
+        _, cos = per_sample_states(self.sample_index, self.cosine, what="IDSimilarity")
         if self.first_items_divisor is not None:
             cos = cos[:cos.shape[0] // self.first_items_divisor]
         return cos.mean()

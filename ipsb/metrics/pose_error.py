@@ -24,7 +24,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from ipsb.backbone.pose import bins_to_degrees as hopenet_degrees  # logits [...,66] -> degrees [...]
-from ipsb.metrics.sample_dedup import cat_state, check_sample_index, dedup_by_index
+from ipsb.metrics.sample_dedup import check_sample_index, per_sample_states
 
 NUM_BINS = 66
 
@@ -76,14 +76,11 @@ class PoseError(Metric):
         self.sample_index.append(check_sample_index(sample_index, s.shape[0], "PoseError.update").to(s.device))
 
     def compute(self) -> dict[str, Tensor]:
-        idx = cat_state(self.sample_index)
-        if idx.numel() == 0:
-            raise RuntimeError("PoseError.compute: no samples")
         if self.inputs == "degrees":
-            _, deg = dedup_by_index(idx, cat_state(self.deg_l2), what="PoseError")
+            _, deg = per_sample_states(self.sample_index, self.deg_l2, what="PoseError")
             return {"deg_l2": deg.mean().float()}
-        _, deg, bsq, lsq = dedup_by_index(idx, cat_state(self.deg_l2), cat_state(self.bin_sq),
-                                          cat_state(self.logit_sq), what="PoseError")
+        _, deg, bsq, lsq = per_sample_states(self.sample_index, self.deg_l2, self.bin_sq, self.logit_sq,
+                                             what="PoseError")
         mse = bsq.sum() / (bsq.numel() * 3 * NUM_BINS)
         mse_angle = lsq.sum(0) / (lsq.shape[0] * NUM_BINS)                          # [3]
         return {"deg_l2": deg.mean().float(), "bin_sqrt_mse": ((mse * NUM_BINS).sqrt() / 2).float(),

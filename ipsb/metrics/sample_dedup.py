@@ -73,3 +73,13 @@ def dedup_by_index(sample_index: Tensor, *values: Tensor, what: str = "metric",
                 raise ValueError(f"{what}: sample_index {idx} was updated twice with different values; "
                                  f"sample indices must identify one dataset item each")
     return (sample_index[keep],) + tuple(v[keep] for v in values)
+
+
+def per_sample_states(index_state: Union[Tensor, Sequence[Tensor]], *value_states: Union[Tensor, Sequence[Tensor]],
+                      what: str) -> tuple[Tensor, ...]:
+    """A metric's ``cat`` states as :func:`dedup_by_index` rows ``(index [U], value_1 [U,...], ...)``;
+    RuntimeError ``"<what>.compute: no samples"`` when nothing was updated."""
+    idx = cat_state(index_state)
+    if idx.numel() == 0:
+        raise RuntimeError(f"{what}.compute: no samples")
+    return dedup_by_index(idx, *(cat_state(v) for v in value_states), what=what)

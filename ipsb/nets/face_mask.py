@@ -11,6 +11,8 @@ to the actual image side (``scale_with_size``), so one config serves the toy (64
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
@@ -18,6 +20,28 @@ from kornia.morphology import dilation
 from torch import nn
 
 SOURCES = ("parser", "render")
+
+
+def raw_face_mask(backbone, image: torch.Tensor, source: str = "auto",
+                  coeffs: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The undilated soft face mask ``[B,1,H,W]`` in [0,1] of ``image`` ``[B,3,H,W]`` in [-1,1], at the
+    image's size. ``source``: ``"parser"`` (the backbone's masker), ``"render"`` (the rendered 3DMM face
+    of ``coeffs`` ``[B,C]``, regressed from the image when None) or ``"auto"`` (the masker when the
+    backbone has one, else the render)."""
+    masker = getattr(backbone, "masker", None)
+    if source == "auto":
+        source = "render" if masker is None else "parser"
+    if source == "parser":
+        if masker is None:
+            raise ValueError("face mask source 'parser' needs a backbone with a masker (BiSeNet); "
+                             "add one to the backbone config or use source='render'")
+        mask = masker(image)
+    else:
+        geom = backbone.face_model(backbone.regressor(image) if coeffs is None else coeffs)
+        mask = backbone.renderer(geom.vertices, backbone.face_model.faces, geom.colors).mask
+    if mask.shape[-2:] != image.shape[-2:]:
+        mask = F.interpolate(mask, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    return mask.clamp(0, 1)
 
 
 class FaceRegionMask(nn.Module):
@@ -43,18 +67,7 @@ class FaceRegionMask(nn.Module):
 
     def raw(self, backbone, image: torch.Tensor) -> torch.Tensor:
         """The undilated mask ``[B,1,H,W]`` in [0,1] of ``image`` from the configured source."""
-        if self.source == "parser":
-            masker = getattr(backbone, "masker", None)
-            if masker is None:
-                raise ValueError("face mask source 'parser' needs a backbone with a masker (BiSeNet); "
-                                 "add one to the backbone config or use source='render'")
-            mask = masker(image)
-        else:
-            geom = backbone.face_model(backbone.regressor(image))
-            mask = backbone.renderer(geom.vertices, backbone.face_model.faces, geom.colors).mask
-        if mask.shape[-2:] != image.shape[-2:]:
-            mask = F.interpolate(mask, size=image.shape[-2:], mode="bilinear", align_corners=False)
-        return mask.clamp(0, 1)
+        return raw_face_mask(backbone, image, self.source)
 
     def refine(self, mask: torch.Tensor) -> torch.Tensor:
         """Threshold, dilate and feather a raw mask ``[B,1,H,W]`` in [0,1]."""

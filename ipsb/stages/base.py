@@ -202,6 +202,19 @@ class PairStageModule(StageModule):
     def _step(self, batch: dict, stage: str):
         raise NotImplementedError
 
+    def log_step(self, stage: str, terms: Mapping[str, torch.Tensor], batch_size: int, tracker=None,
+                 metrics: Optional[Mapping[str, torch.Tensor]] = None) -> None:
+        """Log a step's scalar ``terms`` as ``{stage}/{name}`` (per step and epoch in training; epoch means
+        synced over processes elsewhere) and, with a ``tracker``
+        (:class:`~ipsb.eval.swap_measures.StepMeans`), its per-sample ``metrics`` ``{name: [B]}`` as epoch
+        means."""
+        self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, batch_size=batch_size,
+                      sync_dist=stage != "train", on_step=stage == "train", on_epoch=True)
+        if tracker is not None:
+            tracker.update(metrics)
+            for name, m in tracker.metrics.items():
+                self.log(f"{stage}/{name}", m, on_step=False, on_epoch=True, batch_size=batch_size)
+
     def training_step(self, batch: dict, batch_idx: int):
         return self._step(batch, "train")
 

@@ -32,8 +32,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from ipsb.backbone.bundle import FaceBackbone
 from ipsb.eval.swap_measures import BackboneNetworks, backbone_swap_errors, measure_reference
-from ipsb.losses.background import background_l1
-from ipsb.losses.perceptual import perceptual_distance
+from ipsb.losses.background import background_l1, background_loss
+from ipsb.losses.perceptual import perceptual_loss
 from ipsb.nets.face_mask import FaceRegionMask
 from ipsb.nets.msft import MSFT
 from ipsb.stages.base import PairStageModule, adamw
@@ -119,10 +119,10 @@ class BlendModule(PairStageModule):
         """-> (loss terms incl. ``loss``, blended image)."""
         outside = 1 - prep["mask"]
         image = self.blend(prep["w_swap"], prep["image_t"], prep["mask"])
-        terms = {"loss_b": background_l1(image, prep["image_t"], outside).mean()}
+        terms = {"loss_b": background_loss(image, prep["image_t"], outside)}
         if self.weights["p"] > 0:
             lp_mask = outside if self.perceptual_region == "outside_face" else None
-            terms["loss_p"] = perceptual_distance(self.backbone.perceptual, image, prep["image_t"], lp_mask).mean()
+            terms["loss_p"] = perceptual_loss(self.backbone.perceptual, image, prep["image_t"], lp_mask)
         else:
             terms["loss_p"] = image.new_zeros(())
         terms["loss"] = self.weights["b"] * terms["loss_b"] + self.weights["p"] * terms["loss_p"]
@@ -150,8 +150,7 @@ class BlendModule(PairStageModule):
             values.update({k + "_stage2": v.mean() for k, v in self.measure(img2, prep).items()})
         else:
             values["bg_mae"] = terms["loss_b"].detach()
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, batch_size=bs, sync_dist=stage != "train",
-                      on_step=stage == "train", on_epoch=True)
+        self.log_step(stage, values, bs)
         return terms["loss"]
 
     @torch.no_grad()

@@ -7,7 +7,7 @@ basis, frozen unless ``finetune_mapper``), the swap is mixed per W+ layer with t
     w'     = lambda * w_s->t + (1 - lambda) * w_t (lambda [B,num_ws,1] in [0,1], LayerLambda)
 
 ``lambda`` starts at 1 on every layer (w' = w_s->t), optionally plus a per-pair head on the mapper's
-3DMM features. Loss (DESIGN.md section 1)::
+3DMM features. Loss (docs/stages.md, section 2)::
 
     L = id_weight * L_id + perceptual_weight * L_p
         + attr_weight * (geo_weight * L_geo + render_weight * L_render)
@@ -36,12 +36,13 @@ from ipsb.backbone.bundle import FaceBackbone
 from ipsb.backbone.interfaces import freeze
 from ipsb.checkpoints import load_stage_checkpoint
 from ipsb.eval.swap_measures import ERRORS, StepMeans, backbone_swap_errors
-from ipsb.losses.identity import identity_cosine
-from ipsb.losses.perceptual import perceptual_distance
+from ipsb.losses.identity import identity_loss
+from ipsb.losses.perceptual import perceptual_distance, perceptual_loss
 from ipsb.nets.layer_lambda import LayerLambda
 from ipsb.stages.mapping_module import attribute_terms, load_mapping_stage
 from ipsb.stages.base import PairStageModule, adamw
-from ipsb.stages.pair_batch import PairBatch, check_pair, face_mask, measure_pairs
+from ipsb.nets.face_mask import raw_face_mask
+from ipsb.stages.pair_batch import PairBatch, check_pair, measure_pairs
 
 if TYPE_CHECKING:
     from ipsb.swap import FaceSwapper
@@ -118,7 +119,7 @@ class DetailModule(PairStageModule):
     def outside_mask(self, pairs: PairBatch) -> torch.Tensor:
         """``1 - face mask`` of the target ``[B,1,R,R]`` in [0,1] (no gradient)."""
         with torch.no_grad():
-            return 1 - face_mask(self.backbone, pairs.image_t, pairs.coeff_t)
+            return 1 - raw_face_mask(self.backbone, pairs.image_t, coeffs=pairs.coeff_t)
 
     # ------------------------------------------------------------------ losses
     def losses(self, pairs: PairBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
@@ -127,11 +128,10 @@ class DetailModule(PairStageModule):
         _, w_mix = self.mix(pairs)
         image = bb.generator.synthesis(w_mix, noise_mode=self.noise_mode)
         coeff = bb.regressor(image)
-        cos = identity_cosine(bb.identity(image), pairs.id_s)
         outside = self.outside_mask(pairs)
         lp_mask = outside if self.perceptual_region == "outside_face" else None
-        terms = {"loss_id": (1 - cos).mean(),
-                 "loss_p": perceptual_distance(bb.perceptual, image, pairs.image_t, lp_mask).mean()}
+        terms = {"loss_id": identity_loss(bb.identity, image, pairs.id_s),
+                 "loss_p": perceptual_loss(bb.perceptual, image, pairs.image_t, lp_mask)}
         attr = attribute_terms(bb, pairs, coeff, w["attr"] * w["render"] != 0)
         terms["loss_geo"], terms["loss_render"] = attr["geo"], attr["render"]
         terms["loss"] = (w["id"] * terms["loss_id"] + w["p"] * terms["loss_p"]
@@ -146,9 +146,6 @@ class DetailModule(PairStageModule):
         pairs = measure_pairs(self.backbone, w_s, w_t, self.noise_mode)
         terms, metrics, _ = self.losses(pairs)
         bs = w_s.shape[0]
-        self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, batch_size=bs, sync_dist=stage != "train",
-                      on_step=stage == "train", on_epoch=True)
-        tracker = self.train_metrics if stage == "train" else self.val_metrics
         if stage != "train":
             with torch.no_grad():
                 w_st, _ = self.mix(pairs)
@@ -160,9 +157,7 @@ class DetailModule(PairStageModule):
             lam = self.layer_lambda(bs, self.editor.mapper.features(pairs.coeff_s, pairs.coeff_t)
                                     if self.per_pair_lambda else None).mean(0).flatten()
             self.log_dict({f"{stage}/lambda/{i}": v for i, v in enumerate(lam)}, batch_size=bs, sync_dist=True)
-        tracker.update(metrics)
-        for name, m in tracker.metrics.items():
-            self.log(f"{stage}/{name}", m, on_step=False, on_epoch=True, batch_size=bs)
+        self.log_step(stage, terms, bs, self.train_metrics if stage == "train" else self.val_metrics, metrics)
         return terms["loss"]
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:

@@ -8,7 +8,7 @@ backbone renders both and fits their 3DMM coefficients ``a^s``, ``a^t`` ``[B,C]`
     w_s->t = w_s + mapper offset                (mode "free": the paper's "no basis" ablation,
                                                  a free offset on the same W+ layers)
 
-Loss (DESIGN.md section 1)::
+Loss (docs/stages.md, section 1)::
 
     L = id_weight * L_id + attr_weight * (geo_weight * L_geo + render_weight * L_render)
         + offset_weight * mean ||w_s->t - w_s||^2
@@ -39,7 +39,7 @@ from ipsb.basis.layers import layer_mask
 from ipsb.checkpoints import load_stage_checkpoint, sha256_file
 from ipsb.eval.swap_measures import ERRORS, StepMeans, backbone_swap_errors
 from ipsb.losses.attribute import attribute_losses, geometry_loss, render_loss
-from ipsb.losses.identity import identity_cosine
+from ipsb.losses.identity import identity_loss
 from ipsb.nets.mapper import DEFAULT_SOURCE_GROUPS, DEFAULT_TARGET_GROUPS, CoeffMapper, SwapEditor
 from ipsb.stages.base import PairStageModule, adamw
 from ipsb.stages.pair_batch import PairBatch, check_pair, measure_pairs
@@ -140,8 +140,7 @@ class MappingModule(PairStageModule):
         dw = self.editor.offset(pairs.coeff_s, pairs.coeff_t)
         image = bb.generator.synthesis(pairs.w_s + dw, noise_mode=self.noise_mode)
         coeff_st = bb.regressor(image)
-        cos = identity_cosine(bb.identity(image), pairs.id_s)
-        terms = {"loss_id": (1 - cos).mean()}
+        terms = {"loss_id": identity_loss(bb.identity, image, pairs.id_s)}
         attr = attribute_terms(bb, pairs, coeff_st, w["attr"] * w["render"] != 0)
         terms["loss_geo"], terms["loss_render"] = attr["geo"], attr["render"]
         terms["loss_offset"] = dw.pow(2).sum((1, 2)).mean()
@@ -157,16 +156,11 @@ class MappingModule(PairStageModule):
         pairs = measure_pairs(self.backbone, w_s, w_t, self.noise_mode)
         terms, metrics, _ = self.losses(pairs)
         bs = w_s.shape[0]
-        self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, prog_bar=False, batch_size=bs,
-                      sync_dist=stage != "train", on_step=stage == "train", on_epoch=True)
-        tracker = self.train_metrics if stage == "train" else self.val_metrics
         if stage != "train":
             with torch.no_grad():
                 metrics.update({k + "_noswap": v for k, v in backbone_swap_errors(self.backbone, pairs.image_s,
                                                                                   pairs.reference).items()})
-        tracker.update(metrics)
-        for name, m in tracker.metrics.items():
-            self.log(f"{stage}/{name}", m, on_step=False, on_epoch=True, batch_size=bs)
+        self.log_step(stage, terms, bs, self.train_metrics if stage == "train" else self.val_metrics, metrics)
         return terms["loss"]
 
     @torch.no_grad()

@@ -4,9 +4,7 @@
 frozen networks: images ``[B,3,R,R]`` in [-1,1], 3DMM coefficients ``[B,C]``, the source identity
 embedding ``[B,D]`` and what a swap of the pairs is measured against
 (:class:`~ipsb.eval.swap_measures.PairReference`: that embedding, the target's expression and pose, read
-by :class:`~ipsb.eval.swap_measures.BackboneNetworks`). :func:`face_mask` gives the face mask
-``[B,1,R,R]`` in [0,1] used to split "face" from "surroundings" (the backbone's masker if it has one,
-else the rendered 3DMM face of the given coefficients).
+by :class:`~ipsb.eval.swap_measures.BackboneNetworks`).
 """
 from __future__ import annotations
 
@@ -53,16 +51,3 @@ def measure_pairs(backbone, w_s: torch.Tensor, w_t: torch.Tensor, noise_mode: st
     id_s = backbone.identity(image_s)
     ref = measure_reference(BackboneNetworks(backbone), image_s, image_t, target_coeffs=coeff_t, source_embedding=id_s)
     return PairBatch(w_s, w_t, image_s, image_t, coeff_s, coeff_t, id_s, ref)
-
-
-def face_mask(backbone, image: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
-    """Soft face mask ``[B,1,H,W]`` in [0,1] of ``image`` ``[B,3,H,W]``: masker, else the 3DMM render."""
-    masker = getattr(backbone, "masker", None)
-    if masker is not None:
-        mask = masker(image)
-    else:
-        geom = backbone.face_model(coeffs)
-        mask = backbone.renderer(geom.vertices, backbone.face_model.faces, geom.colors).mask
-    if mask.shape[-2:] != image.shape[-2:]:
-        mask = torch.nn.functional.interpolate(mask, size=image.shape[-2:], mode="bilinear", align_corners=False)
-    return mask.clamp(0, 1)

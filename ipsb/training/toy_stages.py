@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Optional
 
 from ipsb.assets import TOY_STAGE_FILES, TOY_STAGES, config_path
+from ipsb.checkpoints import sha256_file
 
 #: stage -> (the override that moves its input file into DIR, the file it writes in DIR).
 RECIPE = {
@@ -80,12 +81,6 @@ def _last_checkpoint(stage: str, out: Path, steps: int) -> Path:
     return last
 
 
-def _sha256(path: Path) -> str:
-    from ipsb.checkpoints import sha256_file
-
-    return sha256_file(path)
-
-
 def train(out: str | os.PathLike, max_steps: Optional[int] = None, basis_samples: Optional[int] = None,
           threads: int = 1, log=print) -> dict:
     """Run the recipe into ``out`` (module docstring); returns the record written to ``out/toy_stages.json``."""
@@ -106,7 +101,7 @@ def train(out: str | os.PathLike, max_steps: Optional[int] = None, basis_samples
         if stage != "basis":
             shutil.copyfile(_last_checkpoint(stage, out, _config_steps(stage, max_steps)), out / name)
         f = out / name
-        record["stages"][stage] = {"file": name, "bytes": f.stat().st_size, "sha256": _sha256(f),
+        record["stages"][stage] = {"file": name, "bytes": f.stat().st_size, "sha256": sha256_file(f),
                                    "seconds": round(seconds, 1)}
         log(f"[toy_stages] {stage}: {seconds:.0f} s -> {f} ({f.stat().st_size} bytes)")
     (out / RECORD).write_text(json.dumps(record, indent=1) + "\n")

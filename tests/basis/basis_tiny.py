@@ -31,8 +31,9 @@ class TinyGenerator(Generator):
 
     def mapping(self, z, truncation_psi=1.0, truncation_latent=None):
         w = torch.tanh(z @ self.map) * 2
-        if truncation_latent is not None and truncation_psi != 1.0:
-            w = truncation_latent + truncation_psi * (w - truncation_latent)
+        if truncation_psi != 1.0:
+            center = self.mean_latent() if truncation_latent is None else truncation_latent
+            w = center + truncation_psi * (w - center)
         return w
 
     def synthesis(self, wplus, noise_mode="const", modulate=None, return_features=False):

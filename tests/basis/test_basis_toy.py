@@ -1,4 +1,4 @@
-"""The basis in the toy world, against the toy's ground truth (issue 4's acceptance).
+"""The basis in the toy world, against the toy's ground truth.
 
 ``ToyGenerator.true_subspace("pose")`` spans the W+ directions that move the toy's pose (angle +
 image-plane translation); ``coefficients(wplus)`` is the true 3DMM readout. Two levels:

@@ -52,7 +52,7 @@ def test_edit_refuses_to_overwrite_and_says_so_in_one_line(setup, tmp_path, caps
     out.write_bytes(b"keep me")
     rc = main(["edit", "--seed", "1", "--out", str(out)] + _common(setup))
     err = capsys.readouterr().err.strip()
-    assert rc == 1 and out.read_bytes() == b"keep me"
+    assert rc == 2 and out.read_bytes() == b"keep me"
     assert len(err.splitlines()) == 1 and "--overwrite" in err
 
 
@@ -71,7 +71,7 @@ def test_edit_bad_input_gets_one_clear_line(setup, tmp_path, capsys, extra, mess
         args += ["--seed", "0"]
     rc = main(args)
     err = capsys.readouterr().err.strip()
-    assert rc == 1 and len(err.splitlines()) == 1 and message in err, err
+    assert rc == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "x.png").exists()
 
 

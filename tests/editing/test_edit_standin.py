@@ -43,4 +43,4 @@ def test_edit_a_photo_on_the_standin_official_backbone(standin_checkpoints, tmp_
     rc = main(["edit", "--seed", "0", "--backbone", str(s.backbone_yaml), "--basis", str(basis), "--along", "yaw",
                "--measure-codes", "2", "--out", str(tmp_path / "yaw.png")])
     err = capsys.readouterr().err.strip()
-    assert rc == 1 and len(err.splitlines()) == 1 and "yaw does not vary" in err
+    assert rc == 2 and len(err.splitlines()) == 1 and "yaw does not vary" in err

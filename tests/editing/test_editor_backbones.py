@@ -29,7 +29,7 @@ def test_editor_on_a_non_toy_backbone():
     bb = tiny_backbone()
     gen = bb.generator
     basis = _random_basis(gen.num_ws, gen.w_dim)
-    editor = Editor(bb, basis=basis, measure_codes=4)
+    editor = Editor(bb, basis=basis, measure_codes=4, truncation_psi=1.0)
     assert default_strips(bb.face_model, basis) == ["exp:0", "exp:1"]       # no named attributes here
     w = bb.sample_wplus(1, seed=3)
     strip = editor.direction_strip(w, "exp:0", [-1.0, 0.0, 1.0])

@@ -64,6 +64,18 @@ def cached_checkpoints(tmp_path_factory) -> dict[str, Path]:
     return _CACHE["ckpts"]
 
 
+def basis_module_checkpoint(root: Path) -> Path:
+    """``root/basis.ckpt``: a Lightning checkpoint of an untrained BasisModule (a stage file of the wrong
+    kind wherever a mapping, detail or blend checkpoint is expected)."""
+    from ipsb.stages.basis_module import BasisModule
+
+    basis = BasisModule(toy_backbone(), output_path=str(root / "basis_out.pt"))
+    trainer = Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(basis)
+    trainer.save_checkpoint(root / "basis.ckpt")
+    return root / "basis.ckpt"
+
+
 def toy_backbone_yaml(path: Path, resolution: int = 32) -> Path:
     """Write the toy backbone config at ``resolution`` px (what :func:`toy_backbone` builds) to ``path``."""
     import yaml

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from lightning.pytorch import Trainer
 
-from helpers.blend_world import cached_checkpoints, toy_backbone_yaml
+from helpers.blend_world import basis_module_checkpoint, cached_checkpoints, toy_backbone_yaml
 from helpers.hostile import Result
-from helpers.swap_world import save_oracle_basis, toy_backbone
+from helpers.swap_world import save_oracle_basis
 from ipsb.cli import main
 
 
@@ -61,15 +60,9 @@ def world(tmp_path_factory) -> dict:
     checkpoint, the oracle basis, a 32 px toy backbone config and a plain image."""
     from PIL import Image
 
-    from ipsb.stages.basis_module import BasisModule
-
     out = dict(cached_checkpoints(tmp_path_factory))
     root = tmp_path_factory.mktemp("reliability_world")
-    basis = BasisModule(toy_backbone(), output_path=str(root / "basis_out.pt"))
-    trainer = Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(basis)
-    trainer.save_checkpoint(root / "basis.ckpt")
-    out["basis"] = root / "basis.ckpt"
+    out["basis"] = basis_module_checkpoint(root)
     out["basis_file"] = save_oracle_basis(root / "basis.pt")
     out["backbone"] = toy_backbone_yaml(root / "toy32.yaml")
     out["image"] = root / "face.png"

@@ -172,29 +172,31 @@ def test_a_misspelled_backbone_component_is_named(where, world, tmp_path, ipsb, 
     assert "loop" not in line
 
 
+def _assert_names_each(read, cases) -> None:
+    """``read(path)`` raises CorruptCheckpointError naming the path and the words, for each (path, words)."""
+    for path, words in cases:
+        with pytest.raises(CorruptCheckpointError) as err:
+            read(path)
+        assert str(path) in str(err.value) and words in str(err.value), str(err.value)
+
+
 def test_bfm_and_landmark_templates_name_non_matlab_files(world, tmp_path):
     from ipsb.backbone.bfm_io import read_bfm_mat
     from ipsb.data.deep3d_align import load_lm3d
 
     for read in (read_bfm_mat, load_lm3d):
-        for path, words in ((damaged(tmp_path / "empty.mat", "empty"), "empty"),
-                            (damaged(tmp_path / "text.mat", "text"), "not a MATLAB .mat file"),
-                            (world["mapping"], "a PyTorch checkpoint, not a MATLAB .mat file")):
-            with pytest.raises(CorruptCheckpointError) as err:
-                read(path)
-            assert str(path) in str(err.value) and words in str(err.value), str(err.value)
+        _assert_names_each(read, ((damaged(tmp_path / "empty.mat", "empty"), "empty"),
+                                  (damaged(tmp_path / "text.mat", "text"), "not a MATLAB .mat file"),
+                                  (world["mapping"], "a PyTorch checkpoint, not a MATLAB .mat file")))
 
 
 def test_nvlabs_and_fid_readers_name_other_files(world, tmp_path):
     from ipsb.backbone.fid_inception import load_fid_helper_script
     from ipsb.backbone.stylegan2_nvlabs import load_nvlabs_pkl
 
-    for path, words in ((damaged(tmp_path / "empty.pkl", "empty"), "empty"),
-                        (damaged(tmp_path / "text.pkl", "text"), "truncated or not a pickle"),
-                        (world["mapping"], "is a PyTorch checkpoint (zip), not an NVlabs network pickle")):
-        with pytest.raises(CorruptCheckpointError) as err:
-            load_nvlabs_pkl(path)
-        assert str(path) in str(err.value) and words in str(err.value), str(err.value)
+    _assert_names_each(load_nvlabs_pkl, ((damaged(tmp_path / "empty.pkl", "empty"), "empty"),
+                                         (damaged(tmp_path / "text.pkl", "text"), "truncated or not a pickle"),
+                                         (world["mapping"], "is a PyTorch checkpoint (zip), not an NVlabs network pickle")))
     with pytest.raises(CorruptCheckpointError, match="not a TorchScript file"):
         load_fid_helper_script(world["mapping"], check_sha256=False)
     with pytest.raises(CorruptCheckpointError, match="sha256"):

@@ -1,6 +1,6 @@
 """BlendModule (stage 3, MSFT) in the toy world: mechanics, checkpoints, and the acceptance numbers.
 
-Acceptance (issue 7): after stage 3 the mean abs error to the target outside the face mask is at
+Acceptance: after stage 3 the mean abs error to the target outside the face mask is at
 most half of stage 2's, while the identity cosine of the result to the source (``id_similarity``) stays >= 0.75.
 """
 import csv

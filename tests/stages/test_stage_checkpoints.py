@@ -19,7 +19,7 @@ import torch
 import yaml
 from lightning.pytorch import Trainer
 
-from helpers.blend_world import cached_checkpoints
+from helpers.blend_world import basis_module_checkpoint, cached_checkpoints
 from helpers.swap_world import TOY_BACKBONE, toy_backbone
 from ipsb.checkpoints import (STAGE_KEY, CorruptCheckpointError, MissingCheckpointError, UnexpectedContentError,
                               UnsafeCheckpointError, WrongCheckpointKindError, load_stage_checkpoint)
@@ -34,12 +34,7 @@ from ipsb.stages.mapping_module import MappingModule, load_mapping_stage
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     out = dict(cached_checkpoints(tmp_path_factory))
-    root = tmp_path_factory.mktemp("basis_ckpt")
-    basis = BasisModule(toy_backbone(), output_path=str(root / "basis.pt"))
-    trainer = Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(basis)
-    trainer.save_checkpoint(root / "basis.ckpt")
-    out["basis"] = root / "basis.ckpt"
+    out["basis"] = basis_module_checkpoint(tmp_path_factory.mktemp("basis_ckpt"))
     return out
 
 
