@@ -90,6 +90,11 @@ def check_toy_chain(chain: Chain, steps: int, video_frames: int, invert_photos: 
     assert sorted(p.name for p in (demo / "checkpoints").iterdir()) == ["basis.pt", "blend.ckpt", "detail.ckpt",
                                                                         "mapping.ckpt"]
     assert (demo / "grid.png").is_file() and len(table(demo / "ffpp_toy.json")) == 6
+    assert sorted(p.name for p in chain.path("aligned").iterdir()) == ["photo.json", "photo.png"]   # ipsb align
+    assert Image.open(chain.path("aligned/photo.png")).size == (256, 256)
+    edits = {name: rgb(chain.path(name)) for name in ("edits.png", "control.png", "transfer.png")}     # ipsb edit
+    assert all(im.ndim == 3 and min(im.shape[:2]) >= 64 for im in edits.values())
+    assert not np.array_equal(edits["control.png"], edits["transfer.png"])
 
 
 def test_toy_cli_chain(toy_chain):
@@ -193,29 +198,42 @@ def test_documented_commands_are_covered_by_a_cli_chain():
 
 
 def test_a_new_documented_command_without_a_test_is_found(tmp_path, monkeypatch):
-    """A command added to a config comment, or a registered one removed from the comments, fails the check."""
+    """A command added to a config comment or to the README, or a registered one removed from them, fails
+    the check."""
     import helpers.documented_commands as dc
 
     configs = tmp_path / "lightning_configs"
     shutil.copytree(dc.CONFIG_ROOT, configs)
+    docs = []
+    for doc in dc.DOC_FILES:
+        docs.append(tmp_path / doc.relative_to(dc.REPO))
+        docs[-1].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(doc, docs[-1])
+    monkeypatch.setattr(dc, "DOC_FILES", tuple(docs))
     monkeypatch.setattr(dc, "REPO", tmp_path)
     monkeypatch.setattr(dc, "CONFIG_ROOT", configs)
-    monkeypatch.setattr(dc, "DOC_FILES", ())
     assert coverage_gaps(dc.documented_commands()) == ({}, set())
     detail = configs / "detail.yaml"
     detail.write_text(detail.read_text().replace(
         "#   ipsb fit --config lightning_configs/detail.yaml\n",
         "#   ipsb fit --config lightning_configs/detail.yaml --trainer.devices 8\n"))
+    invert = configs / "invert.yaml"
+    align = "#   ipsb align path/to/photos --out data/ffhq/images1024x1024 --size 1024\n"
+    invert.write_text(invert.read_text().replace(align, ""))
     missing, stale = coverage_gaps(dc.documented_commands())
     assert missing == {"ipsb fit --config lightning_configs/detail.yaml --trainer.devices 8":
                        ["lightning_configs/detail.yaml:2"]}
-    assert stale == {"ipsb fit --config lightning_configs/detail.yaml"}
+    assert stale == {"ipsb align path/to/photos --out data/ffhq/images1024x1024 --size 1024"}
     (configs / "scaling" / "slurm.sbatch").write_text("# then:\n#   ipsb test --config x.yaml\n")
-    assert "ipsb test --config x.yaml" in coverage_gaps(dc.documented_commands())[0]
+    readme = tmp_path / "README.md"
+    readme.write_text(readme.read_text() + "\n```bash\nipsb swap --source me.jpg --target you.jpg --out us.png\n```\n")
+    missing = coverage_gaps(dc.documented_commands())[0]
+    assert {"ipsb test --config x.yaml", "ipsb swap --source me.jpg --target you.jpg --out us.png"} <= set(missing)
 
 
 def test_command_extraction_finds_every_form(tmp_path, monkeypatch):
-    """Comment lines, continuations, remarks, backticked commands; mentions and YAML values are not commands."""
+    """Comment lines, continuations, remarks, backticked commands; mentions, patterns and YAML values are not
+    commands."""
     config = tmp_path / "lightning_configs" / "x.yaml"
     config.parent.mkdir()
     config.write_text(
@@ -227,7 +245,8 @@ def test_command_extraction_finds_every_form(tmp_path, monkeypatch):
         "model: {init_args: {name: ipsb fit}}   # ipsb fit --config not/a/comment/line.yaml\n")
     doc = tmp_path / "README.md"
     doc.write_text("Run `ipsb demo --fast`.\n\n```bash\nipsb fit --config a.yaml \\\n  --trainer.max_steps 1\n"
-                   "pip install ipsb\n```\n`ipsb demo`\n")
+                   "pip install ipsb\nipsb <command> --help\n```\n`ipsb demo`, `ipsb fit --config configs/....yaml`, "
+                   "`ipsb swap: error: ...`\n")
     monkeypatch.setattr("helpers.documented_commands.REPO", tmp_path)
     assert [d.command for d in yaml_comment_commands(config)] == [
         "ipsb fit --config lightning_configs/x.yaml",

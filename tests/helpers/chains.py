@@ -4,7 +4,8 @@ like a checkout of the repository (a copy of ``lightning_configs/``), as a user 
 * :func:`run_toy_chain`: the toy world. ``ipsb predict`` (toy inversion) -> basis -> mapping ->
   detail -> blend -> ``ipsb swap`` of a photo and of a video with the trained stage checkpoints ->
   ``ipsb test`` with ``eval/ffpp_toy.yaml`` with its IpsbSwapper block uncommented, as its comment
-  says -> ``ipsb demo --train``.
+  says -> ``ipsb demo --train``; and the README's other toy-world commands (``ipsb align`` of a photo,
+  ``ipsb edit`` on the shipped stages).
 * :func:`run_standin_chain`: the official configs on the stand-in official checkpoints
   (``$IPSB_CHECKPOINTS``): ``ipsb align`` of real photographs -> ``ipsb predict --config
   lightning_configs/invert.yaml`` on the aligned crops -> basis -> mapping -> detail -> blend -> ``ipsb swap`` on a real photograph -> ``ipsb test``
@@ -352,6 +353,11 @@ def run_toy_chain(root: Path, sizes: Sizes = FAST, in_process: bool = True) -> C
                "--data.init_args.num_videos", "3", "--data.init_args.num_frames", "4",
                "--data.init_args.frames_per_video", "2", "--data.init_args.batch_size", "6")
     chain.ipsb("ipsb demo --train", "--fast", "--tile", "32")
+    shutil.copyfile(PHOTOS / "astronaut.jpg", chain.path("photo.jpg"))
+    chain.ipsb("ipsb align photo.jpg --out aligned/")
+    chain.ipsb("ipsb edit --seed 3 --out edits.png")
+    chain.ipsb("ipsb edit --seed 3 --set yaw+=20 --set smile=0.5 --out control.png")
+    chain.ipsb("ipsb edit --seed 3 --transfer exp,pose --reference seed:7 --out transfer.png")
     return chain
 
 

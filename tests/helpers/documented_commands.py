@@ -10,6 +10,8 @@ A documented command is
   (continued likewise), or a backticked span as above.
 
 Text after `` # `` on a command line is a remark, not part of the command; whitespace is collapsed.
+A pattern is not a command: text with a ``...`` or ``<placeholder>`` (``ipsb fit --config
+lightning_configs/....yaml``, ``ipsb <command>: error: ...``).
 ``[...]`` marks optional options (``[--trainer.devices 4 --trainer.strategy ddp]``).
 
 :data:`COVERED` maps every documented command to the chain that runs it (``"toy"`` or
@@ -27,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_ROOT = REPO / "lightning_configs"
 #: Markdown files whose commands must be run by a test (besides every config under lightning_configs/).
-DOC_FILES = (REPO / "checkpoints" / "README.md",)
+DOC_FILES = (REPO / "README.md", REPO / "checkpoints" / "README.md")
 
 _BACKTICKED = re.compile(r"`(ipsb [^`]+)`")
 
@@ -47,8 +49,12 @@ def normalise(text: str) -> str:
 
 
 def _is_command(text: str) -> bool:
-    """``ipsb <subcommand> <something>``: a command, not a mention of a subcommand."""
-    return len(text.split()) > 2
+    """``ipsb <subcommand> <something>``: a command, not a mention of a subcommand nor a pattern."""
+    return len(text.split()) > 2 and not _is_pattern(text)
+
+
+def _is_pattern(text: str) -> bool:
+    return "..." in text or re.search(r"<[^>]+>", text) is not None
 
 
 def _joined(lines: list[str], start: int) -> tuple[str, int]:
@@ -67,7 +73,8 @@ def _commands_in(texts: list[str], is_code: list[bool], where: str) -> list[Docu
         text = texts[i]
         if is_code[i] and text.strip().startswith("ipsb "):
             command, nxt = _joined([t.strip() for t in texts], i)
-            out.append(Documented(normalise(command), f"{where}:{i + 1}"))
+            if not _is_pattern(normalise(command)):
+                out.append(Documented(normalise(command), f"{where}:{i + 1}"))
             i = nxt
             continue
         for span in _BACKTICKED.findall(text):
@@ -125,6 +132,10 @@ COVERED: dict[str, str] = {
     "ipsb swap --source A.png --target clip.mp4 --out swapped.mp4 --mapping outputs/toy/mapping/checkpoints/last.ckpt "
     "--detail outputs/toy/detail/checkpoints/last.ckpt --blend outputs/toy/blend/checkpoints/last.ckpt": "toy",
     "ipsb demo --train": "toy",
+    "ipsb align photo.jpg --out aligned/": "toy",
+    "ipsb edit --seed 3 --out edits.png": "toy",
+    "ipsb edit --seed 3 --set yaw+=20 --set smile=0.5 --out control.png": "toy",
+    "ipsb edit --seed 3 --transfer exp,pose --reference seed:7 --out transfer.png": "toy",
     "ipsb test --config lightning_configs/eval/ffpp_toy.yaml": "toy",
     # official configs on the stand-in checkpoints
     "ipsb align path/to/photos --out data/ffhq/images1024x1024 --size 1024": "standin",
@@ -132,6 +143,7 @@ COVERED: dict[str, str] = {
     "ipsb fit --config lightning_configs/basis.yaml [--trainer.devices 4 --trainer.strategy ddp]": "standin",
     "ipsb fit --config lightning_configs/basis.yaml": "standin",
     "ipsb fit --config lightning_configs/mapping.yaml [--trainer.devices 4 --trainer.strategy ddp]": "standin",
+    "ipsb fit --config lightning_configs/mapping.yaml": "standin",      # the same, run in the form above
     "ipsb fit --config lightning_configs/detail.yaml": "standin",
     "ipsb fit --config lightning_configs/blend.yaml": "standin",
     "ipsb swap --source A.jpg --target B.jpg --out C.png --backbone lightning_configs/backbone/ffhq1024.yaml "
