@@ -172,6 +172,11 @@ class Chain:
         return "\n".join(rows + [f"{self.name + ' chain total':<60} {wall:7.1f} s wall {cpu:7.1f} s CPU"])
 
 
+#: W&B offline, and without its console capture: in one process, its capture thread writes the run's
+#: output.log under the run's relative folder after the command returned, i.e. outside the chain's folder
+WANDB = {"WANDB_MODE": "offline", "WANDB_CONSOLE": "off"}
+
+
 def _finish_wandb_run() -> None:
     """Close the W&B run a command left open: each command of a user is its own process, but
     Lightning's WandbLogger leaves its run open, and in one process the next fit would log into it."""
@@ -333,7 +338,7 @@ def run_toy_chain(root: Path, sizes: Sizes = FAST, in_process: bool = True) -> C
     from helpers.inversion_photos import toy_photos
     from helpers.swap_world import toy_backbone
 
-    chain = Chain("toy", root, {"WANDB_MODE": "offline"}, in_process)
+    chain = Chain("toy", root, dict(WANDB), in_process)
     toy_photos(chain.path("path/to/toy/photos"), toy_backbone(64), n=4)
     photo_pair(chain.root, ".png")
     write_mp4(chain.path("clip.mp4"), drifting(square_face("grace_hopper.jpg"), sizes.video_frames))
@@ -389,7 +394,7 @@ def standin_photos(folder: Path) -> list[Path]:
 
 def run_standin_chain(root: Path, checkpoints: Path, sizes: Sizes = FAST, in_process: bool = True) -> Chain:
     """The stand-in chain (module docstring) in ``root`` with ``$IPSB_CHECKPOINTS=checkpoints``."""
-    chain = Chain("standin", root, {"IPSB_CHECKPOINTS": str(checkpoints), "WANDB_MODE": "offline",
+    chain = Chain("standin", root, {**WANDB, "IPSB_CHECKPOINTS": str(checkpoints),
                                     "TORCH_HOME": str(Path(root) / "torch_home")}, in_process)
     standin_photos(chain.path("path/to/photos"))
     photo_pair(chain.root)
