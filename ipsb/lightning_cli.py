@@ -46,11 +46,12 @@ class ExistingRunError(FileExistsError):
 
 
 def _stage_class(model: Namespace) -> Optional[type]:
-    """The StageModule subclass a model spec names (None for other LightningModules)."""
+    """The module class a model spec names when it builds a backbone (a StageModule subclass, or a module
+    that declares its ``backbone_components``, like the inversion); None for other LightningModules."""
     from ipsb.stages.base import StageModule
 
     cls = resolve_class(model.class_path, LightningModule, "model class_path")
-    return cls if issubclass(cls, StageModule) else None
+    return cls if issubclass(cls, StageModule) or hasattr(cls, "backbone_components") else None
 
 
 def with_built_backbone(cfg: Namespace) -> Namespace:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.chains import standin_chain, toy_chain  # noqa: F401  (session fixtures)
 from helpers.standin_checkpoints import standin_backbone, standin_checkpoints  # noqa: F401  (session fixtures)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -133,7 +133,8 @@ class EvaluationModule(LightningModule):
             dm.gallery_loader = not self._item_source_gallery
 
     def on_test_start(self) -> None:
-        check_writable(self.output_dir, self.table_name, self.overwrite)   # every rank: fail before work
+        check_writable(self.output_dir, self.table_name, self.overwrite,   # every rank: fail before work
+                       "add --model.init_args.overwrite true (overwrite: true in the config)")
         dm = self._datamodule()
         rows = ([self._data_swaps_row(dm)] if self._data_swaps_row(dm) else []) + [m.name for m in self.methods]
         if not rows:

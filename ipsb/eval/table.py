@@ -140,11 +140,13 @@ def table_paths(output_dir: str | os.PathLike, name: str) -> tuple[Path, Path]:
     return d / f"{name}.md", d / f"{name}.json"
 
 
-def check_writable(output_dir: str | os.PathLike, name: str, overwrite: bool) -> None:
-    """FileExistsError when a table of that name exists and ``overwrite`` is False."""
+def check_writable(output_dir: str | os.PathLike, name: str, overwrite: bool,
+                   how: str = "set overwrite: true") -> None:
+    """FileExistsError when a table of that name exists and ``overwrite`` is False (``how``: the
+    caller's way to allow it, named in the message)."""
     existing = [str(p) for p in table_paths(output_dir, name) if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"results table {existing} already exists; set overwrite: true or choose another "
+        raise FileExistsError(f"results table {existing} already exists; {how} or choose another "
                               f"output_dir / table_name")
 
 
