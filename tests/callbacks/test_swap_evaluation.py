@@ -157,8 +157,9 @@ def test_the_ipsb_test_networks_config_and_its_presets_fill_their_columns(basis_
                                              ("fid", "id_top1_pct", "id_top5_pct", "id_cosine", "exp_l2", "pose_deg")}
 
 
-def test_basis_run_reports_energy_and_identity_step_per_attribute_step(tmp_path, capsys):
+def test_basis_run_reports_energy_and_identity_step_per_attribute_step(tmp_path, capsys, monkeypatch):
     """``ipsb fit --config lightning_configs/toy/basis.yaml`` (2 samples): the callback's printed line."""
+    monkeypatch.chdir(tmp_path)          # the config's checkpoint folder is relative to the working directory
     from ipsb.backbone.toy.networks import ToyIdentity, ToyRegressor
     from ipsb.basis.artifact import Basis
     from ipsb.cli import main
