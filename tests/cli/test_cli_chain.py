@@ -217,13 +217,14 @@ def test_a_new_documented_command_without_a_test_is_found(tmp_path, monkeypatch)
     detail.write_text(detail.read_text().replace(
         "#   ipsb fit --config lightning_configs/detail.yaml\n",
         "#   ipsb fit --config lightning_configs/detail.yaml --trainer.devices 8\n"))
-    invert = configs / "invert.yaml"
-    align = "#   ipsb align path/to/photos --out data/ffhq/images1024x1024 --size 1024\n"
-    invert.write_text(invert.read_text().replace(align, ""))
+    invert = configs / "toy" / "invert.yaml"
+    toy_invert = "#   ipsb predict --config lightning_configs/toy/invert.yaml --data.init_args.root path/to/toy/photos\n"
+    assert toy_invert in invert.read_text()
+    invert.write_text(invert.read_text().replace(toy_invert, ""))
     missing, stale = coverage_gaps(dc.documented_commands())
     assert missing == {"ipsb fit --config lightning_configs/detail.yaml --trainer.devices 8":
                        ["lightning_configs/detail.yaml:2"]}
-    assert stale == {"ipsb align path/to/photos --out data/ffhq/images1024x1024 --size 1024"}
+    assert stale == {"ipsb predict --config lightning_configs/toy/invert.yaml --data.init_args.root path/to/toy/photos"}
     (configs / "scaling" / "slurm.sbatch").write_text("# then:\n#   ipsb test --config x.yaml\n")
     readme = tmp_path / "README.md"
     readme.write_text(readme.read_text() + "\n```bash\nipsb swap --source me.jpg --target you.jpg --out us.png\n```\n")
