@@ -1,4 +1,4 @@
-"""checkpoints/README.md, the REGISTRY in ipsb/checkpoints.py and the shipped configs agree.
+"""checkpoints/README.md, the registry (ipsb/assets/checkpoint_registry.yaml, read into ipsb.checkpoints.REGISTRY) and the shipped configs agree.
 
 Which files a shipped config reads is measured, not declared: every backbone config and every
 evaluation config's ``networks`` is built with empty checkpoint folders, and the one
