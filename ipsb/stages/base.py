@@ -39,6 +39,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from ipsb.backbone.bundle import COMPONENTS, FaceBackbone
 from ipsb.checkpoints import STAGE_KEY
 from ipsb.config_objects import build, callable_spec, import_path
+from ipsb.stages.pair_batch import check_pair, measure_pairs
 
 BACKBONE_KEY = "ipsb_backbone"
 #: Constructor arguments stored as specs, not as the objects they are.
@@ -205,8 +206,6 @@ class PairStageModule(StageModule):
         ``self.losses(pairs) -> (terms, per-sample metrics, image)``, add :meth:`eval_metrics` outside
         training, log everything (:meth:`log_step`, trackers ``train_metrics`` / ``val_metrics``) and
         return ``terms["loss"]``."""
-        from ipsb.stages.pair_batch import check_pair, measure_pairs
-
         w_s, w_t = check_pair(batch, self.num_ws, self.w_dim)
         pairs = measure_pairs(self.backbone, w_s, w_t, self.noise_mode)
         terms, metrics, _ = self.losses(pairs)
