@@ -248,8 +248,8 @@ def run_demo(out: str | Path = "outputs/demo", overwrite: bool = False, fast: bo
     """The demo (module docstring). Returns ``{"grid", "table_md", "table_json", "results", "checkpoints",
     "seconds"}`` (``grid``/``table_*`` None when ``--until basis`` leaves nothing to swap with)."""
     from ipsb.backbone.bundle import FaceBackbone
-    from ipsb.data.output_plan import check_output_folder
-    from ipsb.eval.table import check_writable, table_paths
+    from ipsb.data.output_plan import check_no_existing, check_output_folder
+    from ipsb.eval.table import table_paths
     from ipsb.swap import swap_pairs
 
     if until not in STAGES:
@@ -262,10 +262,7 @@ def run_demo(out: str | Path = "outputs/demo", overwrite: bool = False, fast: bo
     planned = [grid_path, *table_paths(out, TABLE)]
     if train:
         planned += [ck / TOY_STAGE_FILES[n] for n in STAGES[:STAGES.index(until) + 1]]
-    existing = [str(p) for p in planned if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist(s); pass --overwrite or another --out")
-    check_writable(out, TABLE, overwrite)
+    check_no_existing(planned, overwrite, how="pass --overwrite or another --out")
     check_output_folder(out, MIN_FREE_BYTES, "the demo's checkpoints, grid and table")
     # The toy world is made of many small ops: one thread is faster than two on a small shared CPU.
     torch.set_num_threads(threads)

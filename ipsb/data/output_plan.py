@@ -3,7 +3,8 @@
 * :func:`check_distinct_outputs`: no two inputs map to one output (``a.png`` and ``a.jpg`` both
   becoming ``out/a.png``); names are compared case-insensitively, since on macOS and Windows
   ``A.png`` and ``a.png`` are one file.
-* :func:`check_no_existing`: existing outputs are refused unless the user asked to overwrite.
+* :func:`check_no_existing`: existing outputs are refused (:class:`OutputExistsError`) unless the user
+  asked to overwrite.
 * :func:`check_writable_folder`: the output folder exists (it is created) and a file can be created
   in it; the probe file is removed again.
 * :func:`check_free_space`: the file system holding a folder has room for an estimated size
@@ -27,6 +28,10 @@ class OutputPlanError(ValueError):
     """A batch command's outputs are unsafe to write (clash, exist, or the folder is not writable)."""
 
 
+class OutputExistsError(OutputPlanError, FileExistsError):
+    """An output exists and the user did not ask to overwrite it."""
+
+
 def check_distinct_outputs(jobs: Sequence[tuple[Path, Path]]) -> None:
     """``jobs`` = [(input, output)]: OutputPlanError naming the first two inputs that share an output."""
     seen: dict[str, Path] = {}
@@ -38,15 +43,16 @@ def check_distinct_outputs(jobs: Sequence[tuple[Path, Path]]) -> None:
         seen.setdefault(key, src)
 
 
-def check_no_existing(outputs: Iterable[Path], overwrite: bool, limit: int = 3) -> None:
-    """OutputPlanError listing existing outputs (the first ``limit``) unless ``overwrite``."""
+def check_no_existing(outputs: Iterable[Path], overwrite: bool, limit: int = 3,
+                      how: str = "pass --overwrite to replace") -> None:
+    """OutputExistsError listing existing outputs (the first ``limit``) unless ``overwrite``; ``how``:
+    the caller's way to allow it, named in the message."""
     if overwrite:
         return
     existing = [str(o) for o in outputs if Path(o).exists()]
     if existing:
         more = f" and {len(existing) - limit} more" if len(existing) > limit else ""
-        raise OutputPlanError(f"output exists, not overwriting (pass --overwrite to replace): "
-                              f"{', '.join(existing[:limit])}{more}")
+        raise OutputExistsError(f"output exists, not overwriting ({how}): {', '.join(existing[:limit])}{more}")
 
 
 def check_writable_folder(folder: Path) -> None:

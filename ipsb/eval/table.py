@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ipsb.data.output_plan import check_no_existing, write_atomic
+
 #: (key, markdown header, decimals) per benchmark.
 COLUMNS: dict[str, list[tuple[str, str, int]]] = {
     "ffpp": [("id_top1_pct", "ID ret. top-1 % ↑", 2), ("id_top5_pct", "ID ret. top-5 % ↑", 2),
@@ -142,12 +144,9 @@ def table_paths(output_dir: str | os.PathLike, name: str) -> tuple[Path, Path]:
 
 def check_writable(output_dir: str | os.PathLike, name: str, overwrite: bool,
                    how: str = "set overwrite: true") -> None:
-    """FileExistsError when a table of that name exists and ``overwrite`` is False (``how``: the
-    caller's way to allow it, named in the message)."""
-    existing = [str(p) for p in table_paths(output_dir, name) if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"results table {existing} already exists; {how} or choose another "
-                              f"output_dir / table_name")
+    """:class:`~ipsb.data.output_plan.OutputExistsError` when a table of that name exists and
+    ``overwrite`` is False (``how``: the caller's way to allow it, named in the message)."""
+    check_no_existing(table_paths(output_dir, name), overwrite, how=f"{how}, or choose another output_dir / table_name")
 
 
 def write_table(table: dict, output_dir: str | os.PathLike, name: str, overwrite: bool = False) -> tuple[Path, Path]:
@@ -156,7 +155,5 @@ def write_table(table: dict, output_dir: str | os.PathLike, name: str, overwrite
     md, js = table_paths(output_dir, name)
     md.parent.mkdir(parents=True, exist_ok=True)
     for path, text in ((js, json.dumps(table, indent=1, sort_keys=False)), (md, to_markdown(table))):
-        tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp, text=text: Path(tmp).write_text(text))
     return md, js
